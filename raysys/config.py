@@ -1,0 +1,334 @@
+"""One typed config for the whole system, loaded from YAML and validated once.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is an error that names
+the file and the field path (``configs/x.yaml: data.source.path: field required``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raysys.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "raysys.yaml"
+CONFIG_ENV_VAR = "RAYSYS_CONFIG"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- project, storage
+
+
+class ProjectConfig(Section):
+    name: str = "raysys"
+    description: str = ""
+
+
+class StorageConfig(Section):
+    root: str = Field("./.raysys", description="Local path or any pyarrow.fs URI (s3://, gs://).")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="None or 'local' starts a local Ray; 'auto' joins one.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+class FileSource(Section):
+    path: str = Field(description="A file, a directory or a glob.")
+
+
+class CsvSource(FileSource):
+    kind: Literal["csv"]
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class ParquetSource(FileSource):
+    kind: Literal["parquet"]
+
+
+class JsonLinesSource(FileSource):
+    kind: Literal["jsonl"]
+
+
+class SqlSource(Section):
+    kind: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///shop.db or postgresql://u:p@h/db.")
+    query: str | None = None
+    table: str | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _query_or_table(self) -> "SqlSource":
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of 'query' or 'table'")
+        return self
+
+
+class Pagination(Section):
+    style: Literal["none", "page", "cursor", "next_link"] = "none"
+    page_param: str = "page"
+    size_param: str = "per_page"
+    page_size: int = Field(100, ge=1)
+    first_page: int = 1
+    cursor_param: str = "cursor"
+    cursor_field: str = "next_cursor"
+    next_field: str = "next"
+    max_pages: int | None = Field(None, ge=1)
+
+
+class HttpSource(Section):
+    kind: Literal["http"]
+    url: str
+    records_field: str | None = Field(
+        "data", description="Key of the record list in each JSON page; null if the page is a list."
+    )
+    params: dict[str, str | int | float] = {}
+    headers: dict[str, str] = {}
+    pagination: Pagination = Pagination()
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+
+
+class SklearnSource(Section):
+    kind: Literal["sklearn"]
+    dataset: Literal["breast_cancer", "wine", "digits", "diabetes"]
+
+
+class DriftConfig(Section):
+    start_row: int | None = Field(None, ge=0, description="First drifted row; null = no drift.")
+    covariate: float = Field(0.0, ge=0, description="Strength of the shift in feature distributions.")
+    concept: float = Field(0.0, ge=0, description="Strength of the change in how the label depends on features.")
+    label: float = Field(0.0, ge=-1, le=1, description="Shift of the positive rate (prior shift).")
+    quality: float = Field(0.0, ge=0, le=1, description="Fraction of rows with data-quality faults.")
+
+
+class SyntheticSource(Section):
+    kind: Literal["synthetic"]
+    rows: int = Field(100_000, ge=1)
+    seed: int = 0
+    offset: int = Field(0, ge=0, description="Index of the first row: continue a stream past earlier rows.")
+    start_time: datetime = datetime(2026, 1, 1)
+    rows_per_day: int = Field(10_000, ge=1)
+    drift: DriftConfig = DriftConfig()
+
+
+SourceConfig = Annotated[
+    Union[CsvSource, ParquetSource, JsonLinesSource, SqlSource, HttpSource, SklearnSource, SyntheticSource],
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- data expectations
+
+ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
+
+
+class ColumnSpec(Section):
+    type: ColumnType
+    required: bool = Field(True, description="Column must exist and every row must have a value.")
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int] | None = None
+    max_null_rate: float | None = Field(None, ge=0, le=1)
+    unique: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ColumnSpec":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float", "timestamp"):
+            raise ValueError(f"min/max need a numeric or timestamp column, not {self.type}")
+        return self
+
+
+class SchemaConfig(Section):
+    columns: dict[str, ColumnSpec] = Field(
+        default_factory=dict, description="Expected columns; empty = take the source's columns as they are."
+    )
+    extra_columns: Literal["error", "drop"] = "error"
+
+
+class SplitConfig(Section):
+    kind: Literal["random", "stratified", "time"] = "random"
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    column: str | None = Field(None, description="Stratify column (default: the label) or time column.")
+    key: list[str] | None = Field(None, description="Columns identifying a row (default: all columns).")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitConfig":
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test must be below 1, got {self.val + self.test:g}")
+        return self
+
+
+class DataConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    source: SourceConfig
+    schema_: SchemaConfig = Field(default_factory=SchemaConfig, alias="schema")
+    label: str | None = None
+    task: Literal["binary", "multiclass", "regression"] | None = None
+    split: SplitConfig = SplitConfig()
+    batch_rows: int = Field(100_000, ge=1, description="Rows per batch in the ingest pipeline.")
+
+    @model_validator(mode="after")
+    def _label_and_task(self) -> "DataConfig":
+        if (self.label is None) != (self.task is None):
+            raise ValueError("'label' and 'task' go together: set both or neither")
+        cols = self.schema_.columns
+        if self.label and cols and self.label not in cols:
+            raise ValueError(f"label '{self.label}' is not among schema.columns")
+        if self.split.kind == "time" and not self.split.column:
+            raise ValueError("split.kind 'time' needs split.column (the time column)")
+        if self.split.kind == "stratified" and not (self.split.column or self.label):
+            raise ValueError("split.kind 'stratified' needs split.column or data.label")
+        return self
+
+
+# --------------------------------------------------------------------------- features
+
+
+class NumericFeature(Section):
+    impute: Literal["mean", "median", "constant", "none"] = "median"
+    fill_value: float = 0.0
+    scale: Literal["standard", "minmax", "none"] = "standard"
+
+
+class CategoricalFeature(Section):
+    encode: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: int = Field(50, ge=1, description="Rarer categories fold into '__other__'.")
+
+
+class DerivedFeature(Section):
+    name: str
+    expr: str = Field(description="A pandas expression over columns, e.g. 'spend / (tenure + 1)'.")
+
+
+class FeaturesConfig(Section):
+    auto: bool = Field(True, description="Columns not listed get defaults by type.")
+    exclude: list[str] = Field(default_factory=list, description="Columns never used as features.")
+    derived: list[DerivedFeature] = Field(default_factory=list)
+    numeric: dict[str, NumericFeature] = Field(default_factory=dict)
+    categorical: dict[str, CategoricalFeature] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- later layers
+
+
+class ModelConfig(Section):
+    """Filled by the modeling layer."""
+
+
+class TrainConfig(Section):
+    """Filled by the modeling layer."""
+
+
+class TuneConfig(Section):
+    """Filled by the modeling layer."""
+
+
+class ServeConfig(Section):
+    """Filled by the serving layer."""
+
+
+class MonitorConfig(Section):
+    """Filled by the monitoring layer."""
+
+
+# --------------------------------------------------------------------------- the whole system
+
+
+class SystemConfig(Section):
+    project: ProjectConfig = ProjectConfig()
+    storage: StorageConfig = StorageConfig()
+    ray: RayConfig = RayConfig()
+    data: DataConfig
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, source: str = "config") -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` with environment values."""
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{source}: environment variable {name} is not set (used as ${{{name}}})")
+
+    return _ENV_PATTERN.sub(substitute, text)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Render pydantic errors as one line: ``file: a.b.c: message; ...``."""
+    parts = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"] if not _is_union_tag(p)]
+        message = item["msg"]
+        if item["type"] == "missing":
+            message = "field required"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        field = ".".join(loc) or "(top level)"
+        parts.append(f"{field}: {message[:1].lower()}{message[1:]}")
+    return f"{source}: " + "; ".join(parts)
+
+
+_SOURCE_KINDS = {"csv", "parquet", "jsonl", "sql", "http", "sklearn", "synthetic"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in _SOURCE_KINDS
+
+
+def parse_config(data: Any, source: str = "config") -> SystemConfig:
+    """Validate a mapping into a SystemConfig, raising ConfigError with field paths."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return SystemConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> SystemConfig:
+    """Load a config from YAML: ``path``, else ``$RAYSYS_CONFIG``, else ``./raysys.yaml``."""
+    path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = expand_env(path.read_text(), source=str(path))
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    return parse_config(data, source=str(path))
