@@ -1,0 +1,1 @@
+"""The data layer: sources, validation, versioned store, splits and features."""
