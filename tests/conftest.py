@@ -1,0 +1,52 @@
+"""Shared fixtures: one local Ray for the whole session, and a fresh storage root per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with 2 CPUs, started once and shut down at the end."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init("local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture()
+def write_config(tmp_path: Path):
+    """Write a config dict as YAML (storage under tmp_path) and return its path."""
+
+    def write(data: dict, name: str = "raysys.yaml") -> Path:
+        data = {"storage": {"root": str(tmp_path / "store")}, **data}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture()
+def make_system(write_config, ray_session):
+    """Build a System from a config dict, on the session's Ray."""
+    from raysys import System
+
+    def make(data: dict) -> "System":
+        return System.from_config(write_config(data))
+
+    return make
