@@ -1,0 +1,1 @@
+"""The ``raysys`` command line: a thin layer over :class:`raysys.System`."""
