@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["System", "load_config", "__version__"]
+__all__ = ["System", "__version__", "load_config"]
 
 if TYPE_CHECKING:
     from raysys.config import load_config

@@ -10,7 +10,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -72,7 +72,7 @@ class SqlSource(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
-    def _query_or_table(self) -> "SqlSource":
+    def _query_or_table(self) -> SqlSource:
         if (self.query is None) == (self.table is None):
             raise ValueError("give exactly one of 'query' or 'table'")
         return self
@@ -128,7 +128,7 @@ class SyntheticSource(Section):
 
 
 SourceConfig = Annotated[
-    Union[CsvSource, ParquetSource, JsonLinesSource, SqlSource, HttpSource, SklearnSource, SyntheticSource],
+    CsvSource | ParquetSource | JsonLinesSource | SqlSource | HttpSource | SklearnSource | SyntheticSource,
     Field(discriminator="kind"),
 ]
 
@@ -147,7 +147,7 @@ class ColumnSpec(Section):
     unique: bool = False
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ColumnSpec":
+    def _consistent(self) -> ColumnSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float", "timestamp"):
@@ -171,7 +171,7 @@ class SplitConfig(Section):
     key: list[str] | None = Field(None, description="Columns identifying a row (default: all columns).")
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitConfig":
+    def _fractions(self) -> SplitConfig:
         if self.val + self.test >= 1:
             raise ValueError(f"val + test must be below 1, got {self.val + self.test:g}")
         return self
@@ -187,7 +187,7 @@ class DataConfig(Section):
     batch_rows: int = Field(100_000, ge=1, description="Rows per batch in the ingest pipeline.")
 
     @model_validator(mode="after")
-    def _label_and_task(self) -> "DataConfig":
+    def _label_and_task(self) -> DataConfig:
         if (self.label is None) != (self.task is None):
             raise ValueError("'label' and 'task' go together: set both or neither")
         cols = self.schema_.columns
@@ -269,8 +269,18 @@ class SystemConfig(Section):
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(text: str, source: str = "config") -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` with environment values."""
+def expand_env(value: Any, source: str = "config", path: tuple = ()) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in the string values of parsed YAML.
+
+    Expanding after parsing means comments are never expanded, an environment value can hold
+    any character, and an unset variable is reported with its field path.
+    """
+    if isinstance(value, dict):
+        return {key: expand_env(item, source, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_env(item, source, (*path, index)) for index, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
 
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
@@ -278,16 +288,19 @@ def expand_env(text: str, source: str = "config") -> str:
             return os.environ[name]
         if default is not None:
             return default
-        raise ConfigError(f"{source}: environment variable {name} is not set (used as ${{{name}}})")
+        field = ".".join(map(str, path)) or "(top level)"
+        raise ConfigError(f"{source}: {field}: environment variable {name} is not set (used as ${{{name}}})")
 
-    return _ENV_PATTERN.sub(substitute, text)
+    return _ENV_PATTERN.sub(substitute, value)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
     """Render pydantic errors as one line: ``file: a.b.c: message; ...``."""
     parts = []
     for item in error.errors():
-        loc = [str(p) for p in item["loc"] if not _is_union_tag(p)]
+        loc = [str(p) for p in item["loc"]]
+        if loc[:2] == ["data", "source"] and len(loc) > 2 and loc[2] in _SOURCE_KINDS:
+            del loc[2]  # the discriminated union's tag: data.source.csv.path -> data.source.path
         message = item["msg"]
         if item["type"] == "missing":
             message = "field required"
@@ -303,12 +316,10 @@ def format_validation_error(error: ValidationError, source: str) -> str:
 _SOURCE_KINDS = {"csv", "parquet", "jsonl", "sql", "http", "sklearn", "synthetic"}
 
 
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in _SOURCE_KINDS
-
-
 def parse_config(data: Any, source: str = "config") -> SystemConfig:
     """Validate a mapping into a SystemConfig, raising ConfigError with field paths."""
+    if data is None:
+        raise ConfigError(f"{source}: the config is empty (it needs at least a 'data' section)")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -323,12 +334,24 @@ def load_config(path: str | os.PathLike | None = None) -> SystemConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        text = expand_env(path.read_text(), source=str(path))
+        text = path.read_text()
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+        raise ConfigError(f"{path}: invalid YAML{_yaml_location(error, text)}: {_yaml_problem(error)}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(expand_env(data, source=str(path)), source=str(path))
+
+
+def _yaml_location(error: yaml.YAMLError, text: str) -> str:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}"
+    if isinstance(error, yaml.reader.ReaderError):  # a bad character: no mark, a 2-line str()
+        return f" at line {text.count(chr(10), 0, error.position) + 1}"
+    return ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return " ".join(str(problem).split())

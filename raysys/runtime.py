@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from raysys.config import RayConfig
 from raysys.errors import RaysysError, SourceError
@@ -59,7 +59,7 @@ def user_errors(label: str) -> Iterator[None]:
         if cause is error and not _is_ray_wrapper(error):
             raise
         raise _clean(cause, label) from None
-    except Exception as error:  # noqa: BLE001 - translated below or re-raised
+    except Exception as error:
         cause = root_cause(error)
         if isinstance(cause, RaysysError):
             raise _clean(cause, label) from None

@@ -27,7 +27,7 @@ class Storage:
     base: str
 
     @classmethod
-    def open(cls, root: str) -> "Storage":
+    def open(cls, root: str) -> Storage:
         """Open (and create) the storage root at a local path or a pyarrow.fs URI."""
         uri = root if "://" in root else os.path.abspath(os.path.expanduser(root))
         try:

@@ -17,7 +17,7 @@ class System:
         self.config = config
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike | None = None) -> "System":
+    def from_config(cls, path: str | os.PathLike | None = None) -> System:
         """Load a YAML config (``path``, ``$RAYSYS_CONFIG`` or ``./raysys.yaml``)."""
         return cls(load_config(path))
 

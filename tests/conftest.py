@@ -46,7 +46,7 @@ def make_system(write_config, ray_session):
     """Build a System from a config dict, on the session's Ray."""
     from raysys import System
 
-    def make(data: dict) -> "System":
+    def make(data: dict) -> System:
         return System.from_config(write_config(data))
 
     return make

@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from raysys.cli.common import ConfigOption, JsonOption, emit, handle_errors, out_console, progress, system, table
+from raysys.cli.common import (
+    ConfigOption,
+    JsonOption,
+    emit,
+    handle_errors,
+    out_console,
+    progress,
+    system,
+    table,
+)
 
 app = typer.Typer(help="Ingest, validate and version datasets.", no_args_is_help=True)
 

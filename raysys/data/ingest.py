@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -49,7 +50,7 @@ class TaskSummary:
     files: list[str] = field(default_factory=list)
     quarantine_files: list[str] = field(default_factory=list)
 
-    def merge(self, other: "TaskSummary") -> "TaskSummary":
+    def merge(self, other: TaskSummary) -> TaskSummary:
         """Combine two disjoint summaries."""
         return TaskSummary(
             rows_read=self.rows_read + other.rows_read,

@@ -9,17 +9,18 @@ cannot even be parsed carry their reason in ``SOURCE_ERROR`` and go to quarantin
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-
 import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
@@ -105,17 +106,17 @@ def parse_json_lines(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Parse a batch of text lines into flat records; unparseable lines keep their reason."""
     records, errors, raws = [], [], []
     for line in batch["text"]:
+        problem = None
         try:
             record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-            errors.append(None)
-            raws.append(None)
         except ValueError as error:
-            records.append({})
-            errors.append(f"invalid JSON line: {_first_line(error)}")
-            raws.append(line)
+            problem = _first_line(error)
+        else:
+            if not isinstance(record, dict):
+                problem = f"expected a JSON object, got {type(record).__name__}"
+        records.append({} if problem else record)
+        errors.append(f"invalid JSON line: {problem}" if problem else None)
+        raws.append(line if problem else None)
     frame = records_frame(records, columns)
     frame[SOURCE_ERROR] = errors
     frame[RAW_LINE] = raws
@@ -238,7 +239,7 @@ class SyntheticDatasource(_GeneratorDatasource):
     def __init__(self, spec: SyntheticSource, rows_per_task: int):
         self.spec = spec
         bounds = list(range(0, spec.rows, rows_per_task)) + [spec.rows]
-        super().__init__([(stop - start, (start, stop)) for start, stop in zip(bounds, bounds[1:])])
+        super().__init__([(stop - start, (start, stop)) for start, stop in itertools.pairwise(bounds)])
 
     def generate(self, start: int, stop: int) -> Iterator[pd.DataFrame]:
         return synthetic.iter_chunks(self.spec, start, stop)

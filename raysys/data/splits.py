@@ -8,8 +8,9 @@ ranks, found in two streaming passes (a histogram, then the values of one bin pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ class SplitPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SplitPlan":
+    def from_dict(cls, data: dict[str, Any]) -> SplitPlan:
         """Rebuild from the JSON form."""
         return cls(**data)
 
@@ -130,7 +131,7 @@ def wanted_cells(histogram: pd.DataFrame, fractions: tuple[float, float]) -> dic
     for group, part in histogram.groupby("group"):
         cumulative = _cumulative(part)
         for fraction in fractions:
-            rank = int(round(fraction * cumulative[-1]))
+            rank = round(fraction * int(cumulative[-1]))
             if 0 < rank < cumulative[-1]:
                 wanted.setdefault(str(group), set()).add(_cut_cell(cumulative, rank)[0])
     return wanted
@@ -154,7 +155,7 @@ def finish_cuts(plan: SplitPlan, histogram: pd.DataFrame, cells: pd.DataFrame, f
         total = int(part["count"].sum())
         group_cuts = []
         for fraction in fractions:
-            rank = int(round(fraction * total))
+            rank = round(fraction * total)
             group_cuts.append(_cut_value(cells, str(group), part, rank, total))
         cuts[str(group)] = group_cuts
     plan.cuts = cuts

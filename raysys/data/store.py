@@ -91,7 +91,7 @@ class Manifest:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """Rebuild from the JSON form."""
         return cls(**data)
 

@@ -220,7 +220,7 @@ def orders_api():
     records = orders(45).to_dict("records")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             query = parse_qs(urlparse(self.path).query)
             page, size = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["20"])[0])
             body = json.dumps({"data": records[(page - 1) * size: page * size]}).encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +27,7 @@ def in_pieces(data: pd.DataFrame, cuts: list[int]):
     bounds = [0, *cuts, len(data)]
 
     def run(fn):
-        return pd.concat([fn(data.iloc[a:b]) for a, b in zip(bounds, bounds[1:])], ignore_index=True)
+        return pd.concat([fn(data.iloc[a:b]) for a, b in itertools.pairwise(bounds)], ignore_index=True)
 
     return run
 
