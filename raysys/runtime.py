@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Iterator
 
 from raysys.config import RayConfig
@@ -10,19 +12,49 @@ from raysys.errors import RaysysError, SourceError
 
 
 def ensure_ray(cfg: RayConfig) -> None:
-    """Start or join Ray unless this process is already connected."""
+    """Start or join Ray unless this process is already connected.
+
+    ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster; ``local`` or nothing starts a
+    local Ray sized by ``ray.num_cpus``.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    address = None if cfg.address in (None, "local") else cfg.address
-    ray.init(
-        address=address,
-        num_cpus=cfg.num_cpus if address is None else None,
-        include_dashboard=False if address is None else None,
-        ignore_reinit_error=True,
-        logging_level="WARNING",
-    )
+    address = cfg.address if cfg.address != "local" else None
+    if address is None and cfg.address != "local":
+        address = os.environ.get("RAY_ADDRESS")
+    quiet = {"logging_level": "ERROR", "log_to_driver": False} if _QUIET else {"logging_level": "WARNING"}
+    if address:
+        ray.init(address=address, **quiet)
+    else:  # "local" always starts a fresh local Ray; unset lets Ray find one started by `ray start`
+        ray.init(address="local" if cfg.address == "local" else None, num_cpus=cfg.num_cpus,
+                 include_dashboard=False, **quiet)
+    if _QUIET:
+        _quiet_ray_data()
+
+
+_QUIET = False
+
+
+def quiet_logs() -> None:
+    """Keep Ray's console chatter (progress logs, internal stack traces) off the terminal.
+
+    For the CLI, which prints its own progress and a one-line error; Ray's log files keep
+    everything (see /tmp/ray/session_latest/logs).
+    """
+    global _QUIET
+    _QUIET = True
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def _quiet_ray_data() -> None:
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if "File" not in type(handler).__name__:
+            handler.setLevel(logging.CRITICAL + 1)
 
 
 def root_cause(error: BaseException) -> BaseException:

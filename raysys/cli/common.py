@@ -25,9 +25,11 @@ out_console = Console()
 
 
 def system(config: str | None):
-    """Load the System for a command."""
+    """Load the System for a command (with Ray's console logging kept quiet)."""
+    from raysys.runtime import quiet_logs
     from raysys.system import System
 
+    quiet_logs()
     return System.from_config(config)
 
 
