@@ -253,11 +253,16 @@ def test_unreachable_api_is_a_clear_error(make_system):
     assert_nothing_published(rs)
 
 
-def test_sklearn_source_infers_its_schema(make_system):
-    rs = make_system({"data": {"name": "cancer", "source": {"kind": "sklearn", "dataset": "breast_cancer"}}})
+@pytest.mark.parametrize(
+    ("dataset", "rows", "column", "target"),
+    [("breast_cancer", 569, "mean_radius", "int"), ("wine", 178, "alcohol", "int"),
+     ("digits", 1797, "pixel_0_0", "int"), ("diabetes", 442, "bmi", "float")],
+)
+def test_sklearn_sources_infer_their_schema(make_system, dataset, rows, column, target):
+    rs = make_system({"data": {"name": dataset, "source": {"kind": "sklearn", "dataset": dataset}}})
     manifest = rs.data.ingest().manifest
-    assert manifest.row_count == 569 and manifest.schema["mean_radius"] == "float"
-    assert manifest.schema["target"] == "int"
+    assert manifest.row_count == rows and manifest.schema[column] == "float"
+    assert manifest.schema["target"] == target
 
 
 # --------------------------------------------------------------------------- dataset-level failures
