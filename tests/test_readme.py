@@ -15,7 +15,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_config_example_is_valid():
-    block = re.search(r"```yaml\n(.*?)```", README, re.S).group(1)
+    block = re.search(r"```yaml\n(.*?)```", README, re.DOTALL).group(1)
     config = parse_config(yaml.safe_load(block), "README.md")
     assert config.data.label == "churned" and config.data.split.kind == "stratified"
 
@@ -30,4 +30,4 @@ def test_documented_cli_commands_exist():
 def test_make_targets_exist():
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     for target in ("demo", "test"):
-        assert f"make {target}" in README and re.search(rf"^{target}:", makefile, re.M)
+        assert f"make {target}" in README and re.search(rf"^{target}:", makefile, re.MULTILINE)
