@@ -231,15 +231,91 @@ class FeaturesConfig(Section):
 
 
 class ModelConfig(Section):
-    """Filled by the modeling layer."""
+    """Which model and its shape; ``type`` names an entry of the model registry."""
+
+    type: str = Field("mlp", description="A registered model type (raysys.modeling.models).")
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_dim: int = Field(8, ge=1, description="Size of embeddings for ordinal-encoded categoricals.")
+
+    @model_validator(mode="after")
+    def _positive_layers(self) -> ModelConfig:
+        if any(width < 1 for width in self.hidden):
+            raise ValueError(f"hidden layer sizes must be positive, got {self.hidden}")
+        return self
+
+
+class EarlyStopping(Section):
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainConfig(Section):
-    """Filled by the modeling layer."""
+    """How to train: optimisation, schedule, seed, and the Ray Train scaling."""
+
+    epochs: int = Field(20, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps in all.")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["none", "cosine", "step"] = "cosine"
+    early_stopping: EarlyStopping | None = EarlyStopping()
+    seed: int = 0
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    max_failures: int = Field(0, ge=0, description="Restarts from the last checkpoint after a worker dies.")
+
+
+class ParamSpace(Section):
+    type: Literal["uniform", "loguniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamSpace:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("'choice' needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"'{self.type}' needs low < high")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("'loguniform' needs low > 0")
+        return self
 
 
 class TuneConfig(Section):
-    """Filled by the modeling layer."""
+    """The search: a space over ``model.*`` and ``train.*`` keys, ASHA, Optuna."""
+
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    search: Literal["optuna", "random"] = "optuna"
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    space: dict[str, ParamSpace] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_keys(self) -> TuneConfig:
+        for key in self.space:
+            section, _, name = key.partition(".")
+            fields = {"model": ModelConfig.model_fields, "train": TrainConfig.model_fields}.get(section)
+            if fields is None or name not in fields:
+                raise ValueError(f"space key '{key}' must name a model.* or train.* setting")
+        return self
+
+
+class EvaluateConfig(Section):
+    folds: int = Field(5, ge=2)
+    slices: list[str] = Field(default_factory=list, description="Columns to report metrics by.")
+
+
+class TrackingConfig(Section):
+    wandb: bool = True
+    project: str | None = Field(None, description="W&B project (default: project.name).")
+    entity: str | None = None
 
 
 class ServeConfig(Section):
@@ -262,6 +338,8 @@ class SystemConfig(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
 
