@@ -30,3 +30,10 @@ class System:
     def data(self) -> DataService:
         """The data layer: ingest, validate, versions, splits, features."""
         return DataService(self.config, self.storage)
+
+    @cached_property
+    def models(self):
+        """The modeling layer: train, tune, evaluate, registry, runs."""
+        from raysys.modeling.service import ModelService
+
+        return ModelService(self.config, self.storage, self.data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from raysys.cli import data
+from raysys.cli import data, models
 
 app = typer.Typer(
     name="raysys",
@@ -14,6 +14,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(models.models_app, name="models")
+app.add_typer(models.runs_app, name="runs")
+app.command()(models.train)
+app.command()(models.evaluate)
+app.command("run")(models.run)
 
 
 if __name__ == "__main__":

@@ -88,8 +88,12 @@ class DataService:
             **stats.diff_stats(a.stats, b.stats),
         }
 
-    def read(self, ref: str = "latest", split: str | None = None, quarantine: bool = False):
-        """A version as a lazy ``ray.data.Dataset``; optionally one split, or its quarantine."""
+    def read(self, ref: str = "latest", split: str | None = None, quarantine: bool = False,
+             num_cpus: float | None = None):
+        """A version as a lazy ``ray.data.Dataset``; optionally one split, or its quarantine.
+
+        ``num_cpus`` sizes the read and filter tasks (fractions let them run beside trainers).
+        """
         import pyarrow as pa
         import ray.data
 
@@ -98,13 +102,14 @@ class DataService:
         paths = self.store.file_paths(manifest, quarantine=quarantine)
         if not paths:
             return ray.data.from_arrow(pa.table({c: [] for c in manifest.schema}))
-        dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs)
+        tasks = {"num_cpus": num_cpus} if num_cpus else {}
+        dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs, ray_remote_args=tasks)
         if split is None:
             return dataset
         if split not in splits.SPLITS:
             raise RaysysError(f"unknown split '{split}': use one of {', '.join(splits.SPLITS)}")
         plan = self.split_plan(manifest.version)
-        return dataset.map_batches(_keep_split, batch_format="pandas", fn_kwargs={"plan": plan, "split": split})
+        return dataset.map_batches(_keep_split, batch_format="pandas", fn_kwargs={"plan": plan, "split": split}, **tasks)
 
     # ------------------------------------------------------------------ splits
 
@@ -177,10 +182,13 @@ class DataService:
         record = self.storage.read_json(FEATURES, feature_id, "state.json")
         return FeatureArtifact(features.FeatureState.from_dict(record["state"]), record["dataset"], record["version"], record["split"])
 
-    def transform(self, artifact: FeatureArtifact, ref: str | None = None, split: str | None = None, keep: list[str] | None = None):
+    def transform(self, artifact: FeatureArtifact, ref: str | None = None, split: str | None = None,
+                  keep: list[str] | None = None, num_cpus: float | None = None):
         """Apply a fitted state with Ray Data: the same function the online path uses."""
-        dataset = self.read(ref or artifact.version, split=split)
-        return dataset.map_batches(_transform, batch_format="pandas", fn_kwargs={"state": artifact.state, "keep": keep or []})
+        dataset = self.read(ref or artifact.version, split=split, num_cpus=num_cpus)
+        tasks = {"num_cpus": num_cpus} if num_cpus else {}
+        return dataset.map_batches(_transform, batch_format="pandas",
+                                   fn_kwargs={"state": artifact.state, "keep": keep or []}, **tasks)
 
 
 def _keep_split(frame: pd.DataFrame, plan: splits.SplitPlan, split: str) -> pd.DataFrame:

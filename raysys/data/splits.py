@@ -80,10 +80,19 @@ def group_labels(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
 def assign(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
     """The split name of every row."""
     values, groups = split_values(frame, plan), group_labels(frame, plan)
-    first = np.array([plan.cuts.get(g, plan.default_cuts)[0] for g in groups], dtype=np.float64)
-    second = np.array([plan.cuts.get(g, plan.default_cuts)[1] for g in groups], dtype=np.float64)
+    first, second = _cuts_per_row(groups, plan)
     order = ("train", "val", "test") if plan.kind == "time" else ("test", "val", "train")
     return np.where(values < first, order[0], np.where(values < second, order[1], order[2]))
+
+
+def _cuts_per_row(groups: np.ndarray, plan: SplitPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's two cut points, looked up per group (vectorized: one pass per group)."""
+    first = np.full(len(groups), plan.default_cuts[0], dtype=np.float64)
+    second = np.full(len(groups), plan.default_cuts[1], dtype=np.float64)
+    for group, (low, high) in plan.cuts.items():
+        mask = groups == group
+        first[mask], second[mask] = low, high
+    return first, second
 
 
 def rank_targets(cfg: SplitConfig) -> tuple[float, float]:

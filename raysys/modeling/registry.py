@@ -1,0 +1,299 @@
+"""The model registry: metadata in SQLite, artifacts at ``models/<name>/<version>/<file>``.
+
+A version exists once its row commits: ``register`` stages the artifacts, then in one ``BEGIN
+IMMEDIATE`` transaction allocates the number, moves them in and inserts the rows (or undoes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
+from dataclasses import asdict, astuple, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.fs as pafs
+
+from raysys.errors import NotFound, RaysysError
+from raysys.storage import Storage
+
+if TYPE_CHECKING:
+    import torch
+
+MODELS = "models"
+NAME_RE = re.compile(r"^(?!registry\.db)[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as dataset names
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+SCHEMA = """CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL,
+    created_at TEXT NOT NULL, metrics TEXT NOT NULL, lineage TEXT NOT NULL, params TEXT NOT NULL,
+    run_id TEXT, description TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS model_files (name TEXT NOT NULL, version INTEGER NOT NULL,
+    file TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (name, version, file));
+CREATE TABLE IF NOT EXISTS aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
+    version INTEGER NOT NULL, PRIMARY KEY (name, alias));
+CREATE TABLE IF NOT EXISTS alias_history (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER NOT NULL,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return asdict(self)
+
+
+@dataclass
+class ModelVersion(_Record):
+    """One registered model version and where its artifacts live."""
+
+    name: str
+    version: int
+    created_at: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    params: dict[str, Any]
+    run_id: str | None
+    description: str
+    files: dict[str, str]
+    aliases: list[str] = field(default_factory=list)
+    uri: str = ""
+
+
+@dataclass
+class AliasMove(_Record):
+    """One recorded move of an alias: who moved it, when, why, from which version to which."""
+
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int
+    actor: str
+    reason: str
+    at: str
+
+
+def code_version(path: str | None = None) -> str | None:
+    """The git commit checked out at ``path`` (default: cwd), or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def state_dict_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """Serialize a dict of torch tensors with safetensors (no pickle; tied weights copied)."""
+    import torch
+    from safetensors.torch import save
+
+    if bad := [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]:
+        raise RaysysError(f"state_dict entries are not tensors: {', '.join(map(str, bad))}")
+    return save({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()})
+
+
+def bytes_to_state_dict(data: bytes) -> dict[str, torch.Tensor]:
+    """Deserialize safetensors bytes into a dict of CPU torch tensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(bytes(data))
+    except SafetensorError as error:
+        raise RaysysError(f"not a safetensors state_dict: {error}") from None
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL mode, retrying: SQLite won't wait while another process switches it."""
+    for _ in range(200):
+        with suppress(sqlite3.OperationalError):
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        time.sleep(0.05)
+    conn.execute("PRAGMA journal_mode = WAL")  # a last try, raising its error
+
+
+def _dumps(value: Any) -> str:
+    """JSON, with numpy/torch values as Python numbers and lists, anything else as a string."""
+    return json.dumps(value, sort_keys=True,
+                      default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+class ModelRegistry:
+    """Register, resolve and alias model versions; several processes may share one registry."""
+
+    def __init__(self, storage: Storage, db_path: str | None = None):
+        if db_path is None:
+            if not isinstance(storage.fs, pafs.LocalFileSystem):
+                raise RaysysError(f"model registry: storage root {storage.uri} is not a local "
+                                  "path; pass db_path (a local SQLite file) for the registry")
+            db_path = os.path.join(storage.base, MODELS, "registry.db")
+        os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+        self.storage, self.db_path, self._ready = storage, db_path, False
+
+    def _connect(self) -> sqlite3.Connection:
+        """A fresh autocommit connection (WAL, busy timeout); creates tables on first use."""
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # busy timeout
+        if not self._ready:
+            _set_wal(conn)
+            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            self._ready = True
+        return conn
+
+    @contextmanager
+    def _transaction(self, cleanup: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the lock throughout; on failure deletes ``cleanup`` dirs."""
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                for path in cleanup:  # still under the lock, so no one else's files
+                    self.storage.delete_dir(path)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with closing(self._connect()) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def register(self, name: str, files: dict[str, bytes], *, metrics: dict, lineage: dict,
+                 params: dict, run_id: str | None, description: str = "") -> ModelVersion:
+        """Store artifacts and metadata as the next version of ``name``."""
+        hashes = _check_files(name, files)
+        lineage = {"run_id": run_id, **lineage,
+                   "code_version": lineage.get("code_version") or code_version()}
+        meta = (_dumps(metrics), _dumps(lineage), _dumps(params), run_id, description)
+        staging = f"{MODELS}/{name}/_staging/{uuid.uuid4().hex}"
+        try:
+            for file, data in files.items():
+                self.storage.write_bytes(bytes(data), staging, file)
+            version = self._publish(name, staging, meta, hashes)
+        finally:
+            self.storage.delete_dir(staging)  # already moved away unless something failed
+        return self.get(name, version)
+
+    def _publish(self, name: str, staging: str, meta: tuple, hashes: dict[str, str]) -> int:
+        """Under the write lock: allocate the next number, move the files in, insert, commit."""
+        placed: list[str] = []
+        with self._transaction(cleanup=placed) as conn:
+            (last,) = conn.execute("SELECT MAX(version) FROM model_versions WHERE name = ?",
+                                   (name,)).fetchone()
+            version = (last or 0) + 1
+            placed.append(final := f"{MODELS}/{name}/{version}")
+            self.storage.delete_dir(final)  # leftovers of a register that crashed before commit
+            self.storage.move(staging, final)
+            self._insert_version(conn, name, version, meta, hashes)
+        return version
+
+    def _insert_version(self, conn: sqlite3.Connection, name: str, version: int,
+                        meta: tuple, hashes: dict[str, str]) -> None:
+        conn.execute("INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (name, version, datetime.now(timezone.utc).isoformat(), *meta))
+        conn.executemany("INSERT INTO model_files VALUES (?, ?, ?, ?)",
+                         [(name, version, f, h) for f, h in hashes.items()])
+
+    def get(self, name: str, ref: str | int) -> ModelVersion:
+        """A version by number, ``latest``, or an alias name."""
+        versions = {v.version: v for v in self.list_versions(name)}
+        if not versions:
+            known = ", ".join(self.list_models()) or "none registered yet"
+            raise NotFound(f"model '{name}' does not exist (models: {known})")
+        aliases = {a: v.version for v in versions.values() for a in v.aliases}
+        number = max(versions) if ref == "latest" else aliases.get(ref, ref)  # alias: no digits
+        found = versions.get(int(number)) if str(number).isdigit() else None
+        if found is None:
+            aliases_text = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
+            raise NotFound(f"model '{name}' has no version or alias '{ref}' (versions: "
+                           f"{', '.join(map(str, versions))}; aliases: {aliases_text})")
+        return found
+
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Registered versions (of one model, or all), ordered by name then version."""
+        where, args = ("WHERE name = ?", (name,)) if name is not None else ("", ())
+        order = {"model_versions": "name, version", "model_files": "file", "aliases": "alias"}
+        with closing(self._connect()) as conn:
+            rows, files, aliases = (conn.execute(f"SELECT * FROM {t} {where} ORDER BY {o}",
+                                                 args).fetchall() for t, o in order.items())
+        return [self._version(row, files, aliases) for row in rows]
+
+    def _version(self, row: tuple, files: list[tuple], aliases: list[tuple]) -> ModelVersion:
+        name, version, created_at, metrics, lineage, params, run_id, description = row
+        return ModelVersion(name, version, created_at, json.loads(metrics), json.loads(lineage),
+                            json.loads(params), run_id, description,
+                            {f: h for n, v, f, h in files if (n, v) == (name, version)},
+                            [a for n, a, v in aliases if (n, v) == (name, version)],
+                            self.storage.path(MODELS, name, str(version)))
+
+    def list_models(self) -> list[str]:
+        """Names of all models with at least one version."""
+        return [n for (n,) in self._query("SELECT DISTINCT name FROM model_versions ORDER BY 1")]
+
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str,
+                  reason: str) -> AliasMove:
+        """Point ``alias`` at ``version`` atomically and record the move."""
+        version = int(version)
+        if not ALIAS_RE.match(alias) or alias == "latest":
+            raise RaysysError(f"invalid alias name '{alias}': use lowercase letters, digits, "
+                              "'_' or '-', starting with a letter (not 'latest')")
+        with self._transaction() as conn:
+            if not conn.execute("SELECT 1 FROM model_versions WHERE name = ? AND version = ?",
+                                (name, version)).fetchone():
+                raise NotFound(f"model '{name}' has no version {version}; '{alias}' unchanged")
+            old = conn.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?",
+                               (name, alias)).fetchone()
+            at = datetime.now(timezone.utc).isoformat()
+            move = AliasMove(name, alias, old[0] if old else None, version, actor, reason, at)
+            conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
+            conn.execute("INSERT INTO alias_history VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)",
+                         astuple(move))
+        return move
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """The aliases of a model and the versions they point at."""
+        return dict(self._query("SELECT alias, version FROM aliases WHERE name = ?", (name,)))
+
+    def alias_history(self, name: str) -> list[AliasMove]:
+        """Every alias move of a model, oldest first."""
+        rows = self._query("SELECT * FROM alias_history WHERE name = ? ORDER BY id", (name,))
+        return [AliasMove(*row[1:]) for row in rows]  # row[0] is the id
+
+    def load_files(self, version: ModelVersion) -> dict[str, bytes]:
+        """Read a version's artifacts, verifying each sha256."""
+        label = f"model {version.name} v{version.version}"
+        out = {}
+        for file, sha in version.files.items():
+            path = f"{MODELS}/{version.name}/{version.version}/{file}"
+            if not self.storage.exists(path):
+                raise NotFound(f"{label}: artifact {file} is missing ({self.storage.path(path)})")
+            data = self.storage.read_bytes(path)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise RaysysError(f"{label}: artifact {file} is corrupt (checksum mismatch)")
+            out[file] = data
+        return out
+
+
+def _check_files(name: str, files: dict[str, bytes]) -> dict[str, str]:
+    """Validate a model name and its artifacts; their sha256 by file name."""
+    if not NAME_RE.match(name):
+        raise RaysysError(f"invalid model name '{name}': use letters, digits, '_', '.' or '-'")
+    if not files:
+        raise RaysysError(f"model {name}: no artifact files to register")
+    for file, data in files.items():
+        if not isinstance(file, str) or not FILE_RE.match(file):
+            raise RaysysError(f"model {name}: invalid artifact file name {file!r}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise RaysysError(f"model {name}: artifact {file} is {type(data).__name__}, not bytes")
+    return {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}

@@ -1,0 +1,247 @@
+"""Run tracking: a local record of every train/tune/evaluate run, mirrored to W&B when enabled.
+
+Each run writes ``runs/<run_id>/run.json`` (kind, status, config, tags, dataset version, times,
+summary, model reference, W&B path) and ``runs/<run_id>/metrics.jsonl`` (one JSON object per
+logged step) through :class:`~raysys.storage.Storage`. On a local root each step is appended to
+``metrics.jsonl`` as it is logged; on a remote root (s3://, gs://) the history is kept in memory
+and the whole file is rewritten on each flush (every ``REMOTE_FLUSH_EVERY`` steps, on
+``summary``/``reference_model`` and at the end).
+
+W&B (``tracking.wandb``) is imported only when enabled. It runs online only when
+``WANDB_API_KEY`` is set and ``WANDB_MODE`` is not offline/disabled, so it never prompts for a
+login. Its files go to ``<root>/runs/<run_id>/wandb/`` on a local root (offline runs as
+``offline-run-<time>-<run_id>/run-<run_id>.wandb``, for ``wandb sync``), else to a temporary
+directory that is kept. If W&B fails to start, a warning is logged and the local record goes on.
+
+Callers create runs on rank 0 only (:func:`is_rank_zero`), never in every Ray Train worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.fs as pafs
+
+from raysys.config import TrackingConfig
+from raysys.errors import NotFound, RaysysError
+from raysys.storage import Storage
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+REMOTE_FLUSH_EVERY = 50
+WANDB_INIT_TIMEOUT_S = 60.0
+_KIND = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def is_rank_zero() -> bool:
+    """True unless this is a Ray Train worker whose world rank is not 0."""
+    if "ray.train" not in sys.modules:  # a Train worker has imported it already
+        return True
+    import ray.train
+
+    try:
+        return ray.train.get_context().get_world_rank() == 0
+    except (RuntimeError, DeprecationWarning):  # not in a Train worker (driver, Tune trial)
+        return True
+
+
+def wandb_mode() -> str:
+    """The W&B mode: an explicit offline/disabled WANDB_MODE, else online only with an API key."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode in ("offline", "dryrun", "disabled"):
+        return "disabled" if mode == "disabled" else "offline"
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly value: numpy/torch scalars become Python numbers."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+
+
+class Run:
+    """One tracked run; use as a context manager (an exception marks it failed)."""
+
+    def __init__(self, storage: Storage, kind: str, config: dict, record: dict) -> None:
+        """Hold the record; use :func:`start_run` to create a run."""
+        self.storage, self.kind, self.config, self.record = storage, kind, config, record
+        self.run_id: str = record["run_id"]
+        self.history: list[dict] = []
+        self.local = isinstance(storage.fs, pafs.LocalFileSystem)
+        self._file, self._wandb, self._unflushed = None, None, 0
+        if self.local:
+            path = Path(storage.path(RUNS_DIR, self.run_id, "metrics.jsonl"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+
+    def __enter__(self) -> Self:
+        """Enter the run."""
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        """Finish the run: failed with the error message if the block raised (it propagates)."""
+        if exc is not None:
+            self.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.finish()
+        return False
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        """Record one step of metrics (step defaults to the previous step + 1)."""
+        if step is None:
+            step = self.history[-1]["step"] + 1 if self.history else 0
+        values = {k: _plain(v) for k, v in metrics.items() if k != "step"}
+        row = {"step": int(step), **values}
+        self.history.append(row)
+        self.record["summary"].update(values)
+        if self._file is not None:
+            self._file.write(json.dumps(row, default=str) + "\n")
+            self._file.flush()
+        else:
+            self._unflushed += 1
+            if self._unflushed >= REMOTE_FLUSH_EVERY:
+                self.flush()
+        if self._wandb is not None:
+            self._wandb.log(values, step=int(step))
+
+    def summary(self, metrics: dict) -> None:
+        """Set final metrics in the run's summary."""
+        values = {k: _plain(v) for k, v in metrics.items()}
+        self.record["summary"].update(values)
+        if self._wandb is not None:
+            self._wandb.summary.update(values)
+        self.flush()
+
+    def reference_model(self, name: str, version: int, uri: str) -> None:
+        """Record the model version this run produced or used (a W&B artifact reference)."""
+        self.record["model"] = {"name": name, "version": int(version), "uri": uri}
+        if self._wandb is not None:  # an artifact *reference*: the weights are not uploaded
+            import wandb
+
+            metadata = self.record["model"]
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+            artifact = wandb.Artifact(safe, type="model", metadata=metadata)
+            ref = uri if "://" in uri else Path(uri).resolve().as_uri()
+            try:  # s3/gs need boto3 / google-cloud-storage; checksum=False reads nothing
+                artifact.add_reference(ref, name="model", checksum=False)
+            except Exception as error:  # noqa: BLE001 - keep a metadata-only artifact
+                logger.warning("W&B cannot reference %s (%s); logging metadata only", ref, error)
+            self._wandb.log_artifact(artifact, aliases=[f"v{version}", "latest"])
+        self.flush()
+
+    def flush(self) -> None:
+        """Write run.json, and metrics.jsonl on a remote root."""
+        if not self.local:
+            body = "".join(json.dumps(r, default=str) + "\n" for r in self.history)
+            self.storage.write_bytes(body.encode(), RUNS_DIR, self.run_id, "metrics.jsonl")
+            self._unflushed = 0
+        self.storage.write_json(self.record, RUNS_DIR, self.run_id, "run.json")
+
+    def finish(self, status: str = "finished", error: str | None = None) -> None:
+        """End the run with a status (finished or failed); a second call does nothing."""
+        if self.record["status"] != "running":
+            return
+        self.record.update(status=status, ended_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), error=error)
+        if self._wandb is not None:
+            try:
+                self._wandb.finish(exit_code=0 if status == "finished" else 1)
+            except Exception as wandb_error:  # noqa: BLE001 - the local record must be written
+                logger.warning("W&B did not finish cleanly: %s", wandb_error)
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+
+    def _start_wandb(self, tracking: TrackingConfig, project: str) -> None:
+        """Start the W&B run (offline unless an API key is set); never prompts or hangs."""
+        import wandb
+
+        root = self.storage.path(RUNS_DIR, self.run_id) if self.local else tempfile.mkdtemp("-wandb")
+        mode = wandb_mode()
+        settings = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S, silent=True, reinit="create_new")
+        try:
+            self._wandb = wandb.init(
+                project=tracking.project or project, entity=tracking.entity,
+                config=self.config, job_type=self.kind, name=self.run_id, id=self.run_id,
+                tags=self.record["tags"] or None, dir=root, mode=mode, settings=settings,
+            )
+        except Exception as error:  # noqa: BLE001 - tracking must not stop the work
+            logger.warning("W&B did not start (%s); keeping the local record only", error)
+            self.record["wandb"] = {"mode": mode, "error": str(error)}
+            return
+        run_dir = str(Path(self._wandb.dir).parent) if mode != "disabled" else None
+        self.record["wandb"] = {"mode": mode, "path": str(self._wandb.path), "dir": run_dir}
+
+
+def start_run(
+    storage: Storage, tracking: TrackingConfig, project: str, kind: str, config: dict,
+    dataset_version: str | None = None, tags: list[str] | None = None,
+) -> Run:
+    """Start a tracked run (call on rank 0 only) and write its first record."""
+    if not _KIND.match(kind):
+        raise RaysysError(f"run kind '{kind}' must be lowercase letters, digits, '-' or '_'")
+    started = datetime.now(timezone.utc)
+    run_id = f"{kind}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    record = {
+        "run_id": run_id, "kind": kind, "project": project, "status": "running",
+        "config": config, "tags": list(tags or []), "dataset_version": dataset_version,
+        "started_at": started.isoformat(timespec="milliseconds"), "ended_at": None,
+        "summary": {}, "model": None, "error": None, "wandb": None,
+    }
+    run = Run(storage, kind, config, record)
+    if tracking.wandb:
+        run._start_wandb(tracking, project)
+    run.flush()
+    return run
+
+
+def _short(record: dict) -> dict:
+    """The short form of a run record, for listings."""
+    keys = ("run_id", "kind", "status", "started_at", "ended_at", "dataset_version", "tags")
+    model = record.get("model") or {}
+    return {**{k: record.get(k) for k in keys}, "model": model.get("name") and
+            f"{model['name']}:v{model['version']}"}
+
+
+def list_runs(storage: Storage) -> list[dict]:
+    """All runs, newest first, in short form."""
+    records = [storage.read_json(RUNS_DIR, name, "run.json") for name in storage.list_dirs(RUNS_DIR)
+               if storage.exists(RUNS_DIR, name, "run.json")]
+    records.sort(key=lambda r: (r.get("started_at") or "", r["run_id"]), reverse=True)
+    return [_short(r) for r in records]
+
+
+def resolve_run_id(storage: Storage, run_id: str) -> str:
+    """The full run id for an id or a unique prefix of one."""
+    names = [n for n in storage.list_dirs(RUNS_DIR) if storage.exists(RUNS_DIR, n, "run.json")]
+    if run_id in names:
+        return run_id
+    matches = [n for n in names if run_id and n.startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise RaysysError(f"run id prefix '{run_id}' is ambiguous: {', '.join(matches[:5])}")
+    raise NotFound(f"no run '{run_id}' under {storage.uri}/{RUNS_DIR}")
+
+
+def load_run(storage: Storage, run_id: str) -> dict:
+    """A run's record plus its metrics history (``history``), by id or unique prefix."""
+    run_id = resolve_run_id(storage, run_id)
+    record = storage.read_json(RUNS_DIR, run_id, "run.json")
+    lines = storage.read_bytes(RUNS_DIR, run_id, "metrics.jsonl").decode().splitlines()
+    return {**record, "history": [json.loads(line) for line in lines if line.strip()]}
