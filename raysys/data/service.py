@@ -23,6 +23,7 @@ from raysys.storage import Storage
 FEATURES = "features"
 SPLIT_PLANS = "splits"
 SPLIT_COLUMN = "_split"
+BATCH_ROWS = 65_536
 
 
 @dataclass
@@ -109,7 +110,7 @@ class DataService:
         if split not in splits.SPLITS:
             raise RaysysError(f"unknown split '{split}': use one of {', '.join(splits.SPLITS)}")
         plan = self.split_plan(manifest.version)
-        return dataset.map_batches(_keep_split, batch_format="pandas", fn_kwargs={"plan": plan, "split": split}, **tasks)
+        return map_frames(dataset, _keep_split, fn_kwargs={"plan": plan, "split": split}, **tasks)
 
     # ------------------------------------------------------------------ splits
 
@@ -139,7 +140,7 @@ class DataService:
     def _pass_over(self, manifest: Manifest) -> Callable[[Callable], pd.DataFrame]:
         def run(fn: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
             dataset = self.read(manifest.version)
-            return dataset.map_batches(fn, batch_format="pandas").to_pandas()
+            return map_frames(dataset, fn).to_pandas()
 
         return run
 
@@ -147,7 +148,7 @@ class DataService:
         """Rows per split."""
         manifest = self.show(ref)
         plan = self.split_plan(manifest.version)
-        labels = self.read(manifest.version).map_batches(_split_names, batch_format="pandas", fn_kwargs={"plan": plan})
+        labels = map_frames(self.read(manifest.version), _split_names, fn_kwargs={"plan": plan})
         counts = labels.to_pandas()[SPLIT_COLUMN].value_counts()
         return {name: int(counts.get(name, 0)) for name in splits.SPLITS}
 
@@ -159,7 +160,7 @@ class DataService:
         plan = features.plan_features(self.config.features, manifest.schema, self.config.data.label)
         train = self.read(manifest.version, split="train")
         with user_errors("features"):
-            partials = train.map_batches(_fit_partial, batch_format="pandas", fn_kwargs={"plan": plan}).to_pandas()
+            partials = map_frames(train, _fit_partial, fn_kwargs={"plan": plan}).to_pandas()
         merged: dict = {}
         for blob in partials["partial"]:
             part = pickle.loads(blob)
@@ -187,8 +188,12 @@ class DataService:
         """Apply a fitted state with Ray Data: the same function the online path uses."""
         dataset = self.read(ref or artifact.version, split=split, num_cpus=num_cpus)
         tasks = {"num_cpus": num_cpus} if num_cpus else {}
-        return dataset.map_batches(_transform, batch_format="pandas",
-                                   fn_kwargs={"state": artifact.state, "keep": keep or []}, **tasks)
+        return map_frames(dataset, _transform, fn_kwargs={"state": artifact.state, "keep": keep or []}, **tasks)
+
+
+def map_frames(dataset, fn, **kwargs):
+    """``map_batches`` over pandas frames of a bounded size (memory stays flat per task)."""
+    return dataset.map_batches(fn, batch_format="pandas", batch_size=BATCH_ROWS, **kwargs)
 
 
 def _keep_split(frame: pd.DataFrame, plan: splits.SplitPlan, split: str) -> pd.DataFrame:
