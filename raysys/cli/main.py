@@ -17,6 +17,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.runs_app, name="runs")
 app.command()(models.train)
+app.command()(models.tune)
 app.command()(models.evaluate)
 app.command("run")(models.run)
 

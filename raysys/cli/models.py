@@ -38,11 +38,18 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="Version number, 'latest' or an alias.")] = "latest",
     data: Annotated[str | None, typer.Option("--data", help="Dataset version (default: the model's own).")] = None,
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    cv: Annotated[bool, typer.Option("--cv", help="k-fold cross-validation of the configured model instead.")] = False,
+    folds: Annotated[int | None, typer.Option("--folds", min=2, help="Folds for --cv (default: evaluate.folds).")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate a registered model: metrics, the trivial baseline and slices."""
+    """Evaluate a registered model (metrics, baseline, slices), or cross-validate with --cv."""
     rs = system(config)
+    if cv:
+        with progress("Cross-validating, folds in parallel on Ray…", as_json):
+            result = rs.models.cross_validate(data or "latest", folds)
+        emit(result, as_json, _render_cv)
+        return
     with progress(f"Evaluating model {model} on the {split} split…", as_json):
         result = rs.models.evaluate(model, data, split)
     emit(result, as_json, _render_evaluation)
@@ -122,6 +129,11 @@ def _render_evaluation(r: dict[str, Any]) -> None:
     out_console.print(table(f"{r['split_rows']:,} rows", ["metric", "model", "baseline"], rows))
 
 
+def _render_cv(r: dict[str, Any]) -> None:
+    rows = [[name, _fmt(v["mean"]), _fmt(v["std"])] for name, v in r["summary"].items() if name != "n"]
+    out_console.print(table(f"{r['folds']}-fold cross-validation of {r['dataset_version']}", ["metric", "mean", "std"], rows))
+
+
 def _render_versions(r: dict[str, Any]) -> None:
     rows = [[v["version"], v["created_at"][:19], ", ".join(v["aliases"]), v["lineage"].get("dataset_version"),
              _fmt(next(iter(v["metrics"].values()), None))] for v in r["versions"]]
@@ -139,3 +151,17 @@ def _render_runs(r: dict[str, Any]) -> None:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+@handle_errors
+def tune(data: DatasetOption = "latest", config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Search the tune.space with Ray Tune (ASHA, Optuna), then retrain the best and register it."""
+    rs = system(config)
+    with progress(f"Tuning: {rs.config.tune.num_samples} trials…", as_json):
+        result = rs.models.tune(data)
+    emit(result, as_json, _render_tune)
+
+
+def _render_tune(r: dict[str, Any]) -> None:
+    out_console.print(f"best of {len(r['trials'])} trials: {r['best_params']} → {r['best_metrics']}")
+    _render_train(r["model"])

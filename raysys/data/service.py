@@ -104,7 +104,7 @@ class DataService:
         if not paths:
             return ray.data.from_arrow(pa.table({c: [] for c in manifest.schema}))
         tasks = {"num_cpus": num_cpus} if num_cpus else {}
-        dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs, ray_remote_args=tasks)
+        dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs, **tasks)
         if split is None:
             return dataset
         if split not in splits.SPLITS:

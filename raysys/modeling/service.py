@@ -19,6 +19,7 @@ from raysys.modeling.predict import BatchPredictor, LoadedModel, model_files, ou
 from raysys.modeling.registry import ModelRegistry, ModelVersion, code_version
 from raysys.modeling.tracking import list_runs, load_run, start_run
 from raysys.modeling.train import DATA_TASK_CPUS, TrainSpec, run_trainer
+from raysys.modeling.tune import apply_params
 from raysys.runtime import ensure_ray, user_errors
 from raysys.storage import Storage
 
@@ -62,13 +63,17 @@ class ModelService:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, ref: str = "latest", extra: dict[str, Any] | None = None) -> TrainResult:
-        """Fit features, train on Ray Train, evaluate on the test split, register the model."""
+    def train(self, ref: str = "latest", extra: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> TrainResult:
+        """Fit features, train on Ray Train, evaluate on the test split, register the model.
+
+        ``params`` overrides ``model.*`` / ``train.*`` settings (e.g. a search's best trial).
+        """
         ensure_ray(self.config.ray)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
         artifact = self.data.fit_features(manifest.version)
-        spec = self.spec_for(artifact, label, task, extra or {})
+        spec = apply_params(self.spec_for(artifact, label, task, extra or {}), params or {})
         config = self.config.model_dump(mode="json", by_alias=True)
         with start_run(self.storage, self.config.tracking, self.config.project.name, "train", config,
                        dataset_version=manifest.version) as run:
@@ -81,7 +86,8 @@ class ModelService:
             evaluation = self.evaluate_files(files, manifest.version, "test")
             version = self.registry.register(
                 self.name, files, metrics=evaluation["metrics"],
-                lineage=self._lineage(manifest, artifact, run.run_id), params=self._params(), run_id=run.run_id,
+                lineage=self._lineage(manifest, artifact, run.run_id), params={"model": spec.model, "train": spec.train},
+                run_id=run.run_id,
             )
             run.reference_model(self.name, version.version, version.uri)
             run.summary({f"test_{k}": v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))})
@@ -130,8 +136,27 @@ class ModelService:
                 "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16], "code_version": code_version(),
                 "run_id": run_id}
 
-    def _params(self) -> dict[str, Any]:
-        return {"model": self.config.model.model_dump(), "train": self.config.train.model_dump()}
+    def tune(self, ref: str = "latest") -> dict[str, Any]:
+        """Search the configured space with Ray Tune, then retrain the best trial and register it."""
+        from raysys.modeling.tune import run_search
+
+        ensure_ray(self.config.ray)
+        manifest = self.data.show(ref)
+        label, task = self._label_and_task()
+        artifact = self.data.fit_features(manifest.version)
+        spec = self.spec_for(artifact, label, task, {})
+        config = self.config.model_dump(mode="json", by_alias=True)
+        with start_run(self.storage, self.config.tracking, self.config.project.name, "tune", config,
+                       dataset_version=manifest.version) as run:
+            with user_errors("tune"):
+                search = run_search(self.config.tune, spec, self._train_datasets(artifact, label, manifest.row_count),
+                                    self.storage.path("tune"), run.run_id)
+            for index, trial in enumerate(search["trials"]):
+                run.log({**trial["metrics"], **{f"param/{k}": v for k, v in trial["params"].items()
+                                                 if isinstance(v, (int, float))}}, step=index)
+            run.summary({"best_" + k: v for k, v in search["best_metrics"].items()})
+        trained = self.train(manifest.version, params=search["best_params"])
+        return {"run_id": run.run_id, **search, "model": trained.to_dict()}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -161,6 +186,26 @@ class ModelService:
         if frame.empty:
             raise RaysysError(f"the {split} split of {ref} is empty: nothing to evaluate")
         return score_frame(frame, spec, slices, self._train_labels(artifact, spec))
+
+    def cross_validate(self, ref: str = "latest", folds: int | None = None) -> dict[str, Any]:
+        """k-fold cross-validation of the configured model, folds in parallel on Ray."""
+        from raysys.modeling.crossval import cross_validate
+
+        ensure_ray(self.config.ray)
+        manifest = self.data.show(ref)
+        label, task = self._label_and_task()
+        frame = self.data.read(manifest.version).to_pandas()
+        with start_run(self.storage, self.config.tracking, self.config.project.name, "crossval",
+                       self.config.model_dump(mode="json", by_alias=True), dataset_version=manifest.version) as run:
+            with user_errors("cross-validation"):
+                result = cross_validate(frame, folds=folds or self.config.evaluate.folds, seed=self.config.train.seed,
+                                        label=label, task=task, features_cfg=self.config.features,
+                                        column_types=manifest.schema, model_cfg=self.config.model,
+                                        train_cfg=self.config.train)
+            for index, fold in enumerate(result["per_fold"]):
+                run.log({k: v for k, v in fold.items() if isinstance(v, (int, float))}, step=index)
+            run.summary({f"{k}_mean": v["mean"] for k, v in result["summary"].items() if v["mean"] is not None})
+        return {"run_id": run.run_id, "dataset_version": manifest.version, **result}
 
     def _train_labels(self, artifact: FeatureArtifact, spec: TrainSpec) -> np.ndarray:
         train = self.data.read(artifact.version, split="train").select_columns([spec.label]).to_pandas()

@@ -1,0 +1,114 @@
+"""Hyperparameter search: Ray Tune (ASHA, Optuna) over trials that each run a Ray Train job.
+
+In Ray Train V2 a ``Tuner`` no longer takes a trainer: each trial is a function trainable that
+runs a ``TorchTrainer`` and forwards its per-epoch reports to Tune (``TuneReportCallback``), so
+ASHA can stop weak trials early. The space names ``model.*`` and ``train.*`` settings.
+
+Known problem (see the issue notes): on a 2-CPU local Ray the second trial's trainer waits
+forever for its placement group after the first trial finishes; not yet solved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any
+
+from raysys.config import ParamSpace, TuneConfig
+from raysys.modeling.train import CPU_RESERVED_FOR_DATA, TrainSpec
+
+TRIAL_DRIVER_CPUS = 0.05
+
+
+def search_space(space: dict[str, ParamSpace]) -> dict[str, Any]:
+    """The config's space as Ray Tune sampling objects."""
+    from ray import tune
+
+    samplers = {
+        "uniform": lambda p: tune.uniform(p.low, p.high),
+        "loguniform": lambda p: tune.loguniform(p.low, p.high),
+        "randint": lambda p: tune.randint(int(p.low), int(p.high)),
+        "choice": lambda p: tune.choice(p.values),
+    }
+    return {key: samplers[param.type](param) for key, param in space.items()}
+
+
+def apply_params(spec: TrainSpec, params: dict[str, Any]) -> TrainSpec:
+    """A spec with ``model.x`` / ``train.y`` values replaced by a trial's choices."""
+    model, train = dict(spec.model), dict(spec.train)
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        (model if section == "model" else train)[name] = value
+    return replace(spec, model=model, train=train)
+
+
+def trial_cpus(cluster_cpus: float, concurrent: int) -> float:
+    """CPUs for each trial's training worker, so that every concurrent trial fits."""
+    return max(0.1, (cluster_cpus - CPU_RESERVED_FOR_DATA) / concurrent - TRIAL_DRIVER_CPUS)
+
+
+def run_trial(params: dict[str, Any], spec: dict[str, Any], datasets: dict[str, Any], worker_cpus: float,
+              storage_path: str) -> None:
+    """One Tune trial: a single-worker TorchTrainer whose reports flow to Tune."""
+    from ray import tune
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysys.modeling.train import train_loop
+
+    trial_spec = apply_params(TrainSpec(**spec), params)
+    TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": asdict(trial_spec)},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": worker_cpus}),
+        run_config=RunConfig(name=f"trial-{tune.get_context().get_trial_id()}", storage_path=storage_path,
+                             callbacks=[TuneReportCallback()]),
+        datasets=datasets,
+    ).fit()
+
+
+def run_search(cfg: TuneConfig, spec: TrainSpec, datasets: dict[str, Any], storage_path: str, name: str) -> dict[str, Any]:
+    """Run the search; return the best trial's parameters and metrics, and every trial's."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    if not cfg.space:
+        from raysys.errors import ConfigError
+
+        raise ConfigError("tune.space: empty; name at least one model.* or train.* setting to search")
+    concurrent = max(1, min(cfg.max_concurrent, int(ray.cluster_resources().get("CPU", 1) - CPU_RESERVED_FOR_DATA) or 1))
+    worker_cpus = trial_cpus(ray.cluster_resources().get("CPU", 1), concurrent)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=asdict(spec), datasets=datasets, worker_cpus=worker_cpus,
+                             storage_path=storage_path),
+        {"CPU": TRIAL_DRIVER_CPUS},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(cfg.space),
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples, max_concurrent_trials=concurrent,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=spec.train["epochs"],
+                                    grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor),
+            search_alg=_searcher(cfg),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
+    )
+    grid = tuner.fit()
+    best = grid.get_best_result(metric=cfg.metric, mode=cfg.mode)
+    trials = [{"params": r.config, "metrics": _numbers(r.metrics)} for r in grid if r.metrics]
+    return {"best_params": best.config, "best_metrics": _numbers(best.metrics), "trials": trials,
+            "errors": sum(1 for r in grid if r.error)}
+
+
+def _searcher(cfg: TuneConfig):
+    if cfg.search != "optuna":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=0)
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
