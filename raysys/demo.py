@@ -1,7 +1,9 @@
 """The end-to-end demo behind ``make demo``: what raysys can do today, on local Ray.
 
 Data layer: ingest the quickstart's drifting churn stream, quarantine faulty rows, append the
-next micro-batch of the stream, diff the versions, split, and fit preprocessing on train.
+next micro-batches of the stream, diff the versions, split, and fit preprocessing on train.
+Modeling layer: train on Ray Train, evaluate against the trivial baseline, register the model
+and make it the champion.
 Run with ``python -m raysys.demo [--config PATH]``.
 """
 
@@ -16,6 +18,7 @@ from rich.console import Console
 
 from raysys.cli.common import table
 from raysys.data import synthetic
+from raysys.runtime import quiet_logs
 from raysys.system import System
 
 console = Console()
@@ -54,6 +57,7 @@ def drift_table(diff: dict[str, Any], columns: dict[str, Any]):
 
 def run(config: str) -> dict[str, Any]:
     """Run the demo and return its summary."""
+    quiet_logs()
     rs = System.from_config(config)
     console.rule(f"raysys demo — {rs.config.project.name}")
     console.print(f"storage root: {rs.storage.uri}")
@@ -73,6 +77,13 @@ def run(config: str) -> dict[str, Any]:
     artifact, t_features = step("Split (stratified) and fit preprocessing on train", lambda: rs.data.fit_features(new))
     counts = rs.data.split_counts(new)
     transformed, t_transform = step("Transform the test split with Ray Data", lambda: rs.data.transform(artifact, split="test").count())
+    trained, t_train = step("Train on Ray Train, evaluate on test, register", lambda: rs.models.train(new))
+    rs.models.promote(str(trained.model.version), "champion", "demo", "first model of the demo")
+    test = trained.metrics
+    console.print(table(f"Model {trained.model.name} v{trained.model.version} on {test['split_rows']:,} test rows",
+                        ["metric", "model", "baseline"],
+                        [[k, f"{v:.4f}", f"{test['baseline'][k]:.4f}"] for k, v in test["metrics"].items()
+                         if isinstance(v, float)]))
     summary = {
         "versions": [old, new],
         "rows": appended.manifest.row_count,
@@ -81,7 +92,8 @@ def run(config: str) -> dict[str, Any]:
         "features": artifact.id,
         "feature_columns": len(artifact.state.output_columns),
         "test_rows_transformed": transformed,
-        "seconds": {"ingest": t_ingest, "fit": t_features, "transform": t_transform},
+        "model": {"version": trained.model.version, "alias": "champion", "metrics": test["metrics"]},
+        "seconds": {"ingest": t_ingest, "fit": t_features, "transform": t_transform, "train": t_train},
     }
     rows = [
         ["dataset versions", f"{old} → {new}"],
@@ -89,9 +101,12 @@ def run(config: str) -> dict[str, Any]:
         ["splits", ", ".join(f"{k} {v:,}" for k, v in counts.items())],
         ["preprocessing", f"{artifact.id} ({summary['feature_columns']} features)"],
         ["test rows transformed", f"{transformed:,}"],
+        ["champion model", f"v{trained.model.version}: accuracy {test['metrics']['accuracy']:.3f} "
+                           f"(baseline {test['baseline']['accuracy']:.3f})"],
     ]
     console.print(table("Summary", ["", ""], rows))
-    console.print("Next: `raysys data versions -c " + config + "`, `raysys data show latest`, `raysys data diff latest~1 latest`.")
+    console.print(f"Next: `.venv/bin/raysys data versions -c {config}`, `raysys models list -c {config}`, "
+                  f"`raysys runs list -c {config}`.")
     return summary
 
 
