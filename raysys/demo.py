@@ -101,8 +101,8 @@ def run(config: str) -> dict[str, Any]:
         ["splits", ", ".join(f"{k} {v:,}" for k, v in counts.items())],
         ["preprocessing", f"{artifact.id} ({summary['feature_columns']} features)"],
         ["test rows transformed", f"{transformed:,}"],
-        ["champion model", f"v{trained.model.version}: accuracy {test['metrics']['accuracy']:.3f} "
-                           f"(baseline {test['baseline']['accuracy']:.3f})"],
+        ["champion model", (f"v{trained.model.version}: accuracy {test['metrics']['accuracy']:.3f} "
+                            f"(baseline {test['baseline']['accuracy']:.3f})")],
     ]
     console.print(table("Summary", ["", ""], rows))
     console.print(f"Next: `.venv/bin/raysys data versions -c {config}`, `raysys models list -c {config}`, "
