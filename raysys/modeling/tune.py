@@ -4,8 +4,8 @@ In Ray Train V2 a ``Tuner`` no longer takes a trainer: each trial is a function 
 runs a ``TorchTrainer`` and forwards its per-epoch reports to Tune (``TuneReportCallback``), so
 ASHA can stop weak trials early. The space names ``model.*`` and ``train.*`` settings.
 
-Known problem (see the issue notes): on a 2-CPU local Ray the second trial's trainer waits
-forever for its placement group after the first trial finishes; not yet solved.
+Known problem: on a 2-CPU local Ray the second trial's trainer waits forever for its
+placement group after the first trial finishes (as in ray-project/ray#54305); not yet solved.
 """
 
 from __future__ import annotations
