@@ -14,8 +14,9 @@ from raysys.errors import RaysysError, SourceError
 def ensure_ray(cfg: RayConfig) -> None:
     """Start or join Ray unless this process is already connected.
 
-    ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster; ``local`` or nothing starts a
-    local Ray sized by ``ray.num_cpus``.
+    ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster ("auto" finds one started with
+    ``ray start``); otherwise a fresh local Ray sized by ``ray.num_cpus`` starts, so a command
+    never attaches to some other local Ray by accident.
     """
     import ray
 
@@ -28,9 +29,8 @@ def ensure_ray(cfg: RayConfig) -> None:
     quiet = {"logging_level": "ERROR", "log_to_driver": False} if _QUIET else {"logging_level": "WARNING"}
     if address:
         ray.init(address=address, **quiet)
-    else:  # "local" always starts a fresh local Ray; unset lets Ray find one started by `ray start`
-        ray.init(address="local" if cfg.address == "local" else None, num_cpus=cfg.num_cpus,
-                 include_dashboard=False, **quiet)
+    else:
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **quiet)
     if _QUIET:
         _quiet_ray_data()
 
