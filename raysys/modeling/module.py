@@ -64,9 +64,9 @@ def make_callbacks(train_cfg: TrainConfig | dict[str, Any]) -> list[Callback]:
     cfg = TrainConfig.model_validate(train_cfg)
     callbacks: list[Callback] = []
     if cfg.early_stopping is not None:
-        callbacks.append(EarlyStopping(
+        callbacks.append(EarlyStopping(  # checked after validation: train.max_steps may end mid-epoch
             monitor="val_loss", mode="min", patience=cfg.early_stopping.patience,
-            min_delta=cfg.early_stopping.min_delta,
+            min_delta=cfg.early_stopping.min_delta, check_on_train_epoch_end=False,
         ))
     return callbacks
 
