@@ -23,3 +23,4 @@ def test_empty_search_space_is_a_config_error(make_system):
     rs.data.ingest()
     with pytest.raises(ConfigError, match="tune.space: empty"):
         rs.models.tune()
+
