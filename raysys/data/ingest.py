@@ -97,18 +97,8 @@ def validate_frame(frame: pd.DataFrame, schema: SchemaConfig) -> tuple[pd.DataFr
 
 
 def normalize_quarantine(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Quarantined rows with a fixed layout: the declared columns as text, _raw and _reason."""
-    frame = frame.reindex(columns=[*columns, RAW_LINE, REASON])
-    return frame.astype(object).where(frame.notna(), None).apply(lambda c: c.map(_text))
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def quarantine_schema(columns: list[str]) -> pa.Schema:
-    """Arrow schema of quarantine files."""
-    return pa.schema([(name, pa.string()) for name in [*columns, RAW_LINE, REASON]])
+    """Quarantined rows with a fixed layout: the declared columns, _raw and _reason."""
+    return frame.reindex(columns=[*columns, RAW_LINE, REASON])
 
 
 class ValidatingSink(Datasink):
@@ -150,8 +140,7 @@ class ValidatingSink(Datasink):
             part.accepted, part.hash_accepted = len(accepted), rows_hash(table)
             part.stats = stats.batch_stats(accepted, self.types)
         if len(quarantined):
-            table = pa.Table.from_pandas(quarantined, schema=quarantine_schema(self.columns), preserve_index=False)
-            table = table.replace_schema_metadata(None)
+            table = validation.quarantine_arrow(quarantined)
             self._writer(writers, "quarantine", table.schema, part).write_table(table)
             part.quarantined, part.hash_quarantined = len(quarantined), rows_hash(table)
             part.reasons = Counter(reason_kind(r) for part_reason in quarantined[REASON] for r in part_reason.split("; "))
