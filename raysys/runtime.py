@@ -16,7 +16,9 @@ def ensure_ray(cfg: RayConfig) -> None:
 
     ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster ("auto" finds one started with
     ``ray start``); otherwise a fresh local Ray sized by ``ray.num_cpus`` starts, so a command
-    never attaches to some other local Ray by accident.
+    never attaches to some other local Ray by accident. The dashboard is kept on: Ray Train's
+    placement-group cleaner and Serve's status use the State API it serves, and without it a
+    Tune trial's finished Train run keeps its CPUs reserved (ray-project/ray#54305).
     """
     import ray
 
@@ -30,7 +32,7 @@ def ensure_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **quiet)
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, **quiet)
     if _QUIET:
         _quiet_ray_data()
 

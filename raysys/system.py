@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import Any
 
 from raysys.config import SystemConfig, load_config
 from raysys.data.service import DataService
@@ -37,3 +38,14 @@ class System:
         from raysys.modeling.service import ModelService
 
         return ModelService(self.config, self.storage, self.data)
+
+    def run(self, tune: bool = False) -> dict[str, Any]:
+        """The offline pipeline: ingest + validate → preprocess → [tune] → train → evaluate → register."""
+        ingested = self.data.ingest()
+        version = ingested.manifest.version
+        if not tune:
+            return {"dataset": ingested.to_dict(), **self.models.train(version).to_dict()}
+        search = self.models.tune(version)
+        summary = {"run_id": search["run_id"], "best_params": search["best_params"],
+                   "best_metrics": search["best_metrics"], "trials": len(search["trials"])}
+        return {"dataset": ingested.to_dict(), "tune": summary, **search["model"]}

@@ -19,7 +19,7 @@ def ray_session():
 
     started = not ray.is_initialized()
     if started:
-        ray.init("local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init("local", num_cpus=2, include_dashboard=True, logging_level="WARNING")
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

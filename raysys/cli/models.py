@@ -56,14 +56,16 @@ def evaluate(
 
 
 @handle_errors
-def run(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The whole offline pipeline: ingest → validate → preprocess → train → evaluate → register."""
+def run(
+    tune: Annotated[bool, typer.Option("--tune", help="Search the tune.space first; register the best trial.")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole offline pipeline: ingest → validate → preprocess → [tune] → train → evaluate → register."""
     rs = system(config)
-    with progress("Ingesting…", as_json):
-        ingested = rs.data.ingest()
-    with progress("Training…", as_json):
-        trained = rs.models.train(ingested.manifest.version)
-    emit({"dataset": ingested.to_dict(), **trained.to_dict()}, as_json, _render_train)
+    with progress("Ingesting, tuning and training…" if tune else "Ingesting and training…", as_json):
+        result = rs.run(tune=tune)
+    emit(result, as_json, _render_train)
 
 
 @models_app.command("list")

@@ -64,10 +64,11 @@ class ModelService:
     # ------------------------------------------------------------------ training
 
     def train(self, ref: str = "latest", extra: dict[str, Any] | None = None,
-              params: dict[str, Any] | None = None) -> TrainResult:
+              params: dict[str, Any] | None = None, tune_run: str | None = None) -> TrainResult:
         """Fit features, train on Ray Train, evaluate on the test split, register the model.
 
-        ``params`` overrides ``model.*`` / ``train.*`` settings (e.g. a search's best trial).
+        ``params`` overrides ``model.*`` / ``train.*`` settings (e.g. a search's best trial, in
+        which case ``tune_run`` names the search in the model's lineage).
         """
         ensure_ray(self.config.ray)
         manifest = self.data.show(ref)
@@ -86,7 +87,7 @@ class ModelService:
             evaluation = self.evaluate_files(files, manifest.version, "test")
             version = self.registry.register(
                 self.name, files, metrics=evaluation["metrics"],
-                lineage=self._lineage(manifest, artifact, run.run_id), params={"model": spec.model, "train": spec.train},
+                lineage=self._lineage(manifest, artifact, run.run_id, tune_run), params={"model": spec.model, "train": spec.train},
                 run_id=run.run_id,
             )
             run.reference_model(self.name, version.version, version.uri)
@@ -130,11 +131,12 @@ class ModelService:
             raise RaysysError("data.label and data.task must be set to train a model")
         return data.label, data.task
 
-    def _lineage(self, manifest: Manifest, artifact: FeatureArtifact, run_id: str) -> dict[str, Any]:
+    def _lineage(self, manifest: Manifest, artifact: FeatureArtifact, run_id: str,
+                 tune_run: str | None) -> dict[str, Any]:
         config = json.dumps(self.config.model_dump(mode="json", by_alias=True), sort_keys=True)
         return {"dataset": manifest.name, "dataset_version": manifest.version, "features": artifact.id,
                 "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16], "code_version": code_version(),
-                "run_id": run_id}
+                "run_id": run_id, **({"tune_run": tune_run} if tune_run else {})}
 
     def tune(self, ref: str = "latest") -> dict[str, Any]:
         """Search the configured space with Ray Tune, then retrain the best trial and register it."""
@@ -155,7 +157,7 @@ class ModelService:
                 run.log({**trial["metrics"], **{f"param/{k}": v for k, v in trial["params"].items()
                                                  if isinstance(v, (int, float))}}, step=index)
             run.summary({"best_" + k: v for k, v in search["best_metrics"].items()})
-        trained = self.train(manifest.version, params=search["best_params"])
+        trained = self.train(manifest.version, params=search["best_params"], tune_run=run.run_id)
         return {"run_id": run.run_id, **search, "model": trained.to_dict()}
 
     # ------------------------------------------------------------------ evaluation

@@ -5,13 +5,17 @@ runs a ``TorchTrainer`` and forwards its per-epoch reports to Tune (``TuneReport
 ASHA can stop weak trials early. The space names ``model.*`` and ``train.*`` settings.
 
 ASHA's ``max_t`` is one more than the epochs, so a trial that trains to the end finishes on its
-own. Known problem: Train runs' placement groups can stay reserved after Tune ends their trial
-(ray-project/ray#54305). On a 2-CPU local Ray, trials that ran to the end passed in turn,
-but the retrain after the search then waited for CPUs. Not yet solved.
+own. When Tune ends a trial, its Train controller dies with it; Ray Train's detached
+placement-group cleaner then frees the run's CPUs, which needs the State API (the dashboard),
+so :func:`raysys.runtime.ensure_ray` starts Ray with it (else ray-project/ray#54305: the CPUs
+stay reserved and the next trial waits forever).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -97,7 +101,8 @@ def run_search(cfg: TuneConfig, spec: TrainSpec, datasets: dict[str, Any], stora
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
-    grid = tuner.fit()
+    with contextlib.redirect_stdout(sys.stderr):  # Tune's banner must not mix into --json output
+        grid = tuner.fit()
     best = grid.get_best_result(metric=cfg.metric, mode=cfg.mode)
     trials = [{"params": r.config, "metrics": _numbers(r.metrics)} for r in grid if r.metrics]
     return {"best_params": best.config, "best_metrics": _numbers(best.metrics), "trials": trials,
@@ -109,8 +114,16 @@ def _searcher(cfg: TuneConfig):
         return None
     from ray.tune.search.optuna import OptunaSearch
 
+    # list-valued choices (e.g. model.hidden) work; Optuna only warns that they can't be persisted
+    warnings.filterwarnings("ignore", message="Choices for a categorical distribution", category=UserWarning)
     return OptunaSearch(seed=0)
 
 
+TUNE_BOOKKEEPING = {"timestamp", "pid", "time_this_iter_s", "time_total_s", "time_since_restore",
+                    "iterations_since_restore"}
+
+
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The trial's reported metrics (and ``training_iteration``: epochs run before ASHA stopped it)."""
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in TUNE_BOOKKEEPING}

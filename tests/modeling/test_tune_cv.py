@@ -6,6 +6,7 @@ import pytest
 
 from raysys.errors import ConfigError
 from tests.modeling.test_train import sklearn_cfg
+from tests.test_cli_models import as_json, invoke
 
 
 def test_cross_validation_reports_mean_and_std_per_metric(make_system):
@@ -24,6 +25,34 @@ def test_empty_search_space_is_a_config_error(make_system):
     with pytest.raises(ConfigError, match="tune.space: empty"):
         rs.models.tune()
 
+
+def test_run_with_tune_searches_and_registers_the_best_trial(write_config, ray_session):
+    space = {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
+             "model.hidden": {"type": "choice", "values": [[16], [32, 16]]}}
+    config = str(write_config({**sklearn_cfg("breast_cancer", "binary", epochs=3),
+                               "tune": {"num_samples": 3, "grace_period": 1, "space": space}}))
+    ran = as_json(invoke("run", "--tune", "-c", config, "--json"))
+    assert ran["tune"]["trials"] == 3 and 1e-3 <= ran["tune"]["best_params"]["train.lr"] <= 3e-2
+    model = as_json(invoke("models", "show", str(ran["version"]), "-c", config, "--json"))
+    assert model["lineage"]["tune_run"] == ran["tune"]["run_id"]
+    assert model["params"]["train"]["lr"] == ran["tune"]["best_params"]["train.lr"]
+    assert model["params"]["model"]["hidden"] == ran["tune"]["best_params"]["model.hidden"]
+    search = as_json(invoke("runs", "show", ran["tune"]["run_id"], "-c", config, "--json"))
+    assert search["status"] == "finished" and len(search["history"]) == 3  # one row per trial
+    assert min(row["val_loss"] for row in search["history"]) == ran["tune"]["best_metrics"]["val_loss"]
+    # every trial's Train run gives its CPUs back: nothing stays reserved after the search
+    assert _wait_until_no_placement_groups(ray_session)
+
+
+def _wait_until_no_placement_groups(ray, timeout_s: float = 60.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values()):
+            return True
+        time.sleep(1)
+    return False
 
 
 def test_search_space_and_trial_parameters():
