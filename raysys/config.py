@@ -318,8 +318,54 @@ class TrackingConfig(Section):
     entity: str | None = None
 
 
+class AutoscalingConfig(Section):
+    """Ray Serve ``autoscaling_config`` of the model server."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    upscale_delay_s: float = Field(3.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class BatchingConfig(Section):
+    """Dynamic batching (``@serve.batch``): requests arriving together are predicted as one batch."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(32, ge=1)
+    wait_timeout_s: float = Field(0.002, ge=0)
+
+
+class PredictionLogConfig(Section):
+    """Every prediction written to ``logs/predictions/`` off the request path, micro-batched."""
+
+    enabled: bool = True
+    flush_rows: int = Field(1000, ge=1)
+    flush_s: float = Field(2.0, gt=0)
+
+
 class ServeConfig(Section):
-    """Filled by the serving layer."""
+    """Online serving on Ray Serve: where, how big, how batched, and the canary defaults."""
+
+    app_name: str | None = Field(None, description="Serve application name (default: project.name).")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    model: str = Field("champion", description="Version or alias that `serve up` serves when nothing is deployed.")
+    num_cpus: float = Field(0.25, gt=0, description="CPUs per replica (fractional so several fit).")
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_records: int = Field(1000, ge=1, description="Records per request; more is a 413.")
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    batching: BatchingConfig = BatchingConfig()
+    canary_percent: float = Field(10.0, ge=0, le=100)
+    sticky_canary: bool = Field(False, description="Route by the request key, so one key sees one version.")
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
 class MonitorConfig(Section):

@@ -39,6 +39,13 @@ class System:
 
         return ModelService(self.config, self.storage, self.data)
 
+    @cached_property
+    def serving(self):
+        """The serving layer: model server up/status/down, deploy, rollback, batch predictions."""
+        from raysys.serving.service import ServingService
+
+        return ServingService(self.config, self.storage, self.models)
+
     def run(self, tune: bool = False) -> dict[str, Any]:
         """The offline pipeline: ingest + validate → preprocess → [tune] → train → evaluate → register."""
         ingested = self.data.ingest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from raysys.cli import data, models
+from raysys.cli import data, models, serving
 
 app = typer.Typer(
     name="raysys",
@@ -20,6 +20,10 @@ app.command()(models.train)
 app.command()(models.tune)
 app.command()(models.evaluate)
 app.command("run")(models.run)
+app.add_typer(serving.serve_app, name="serve")
+app.command()(serving.deploy)
+app.command()(serving.rollback)
+app.command()(serving.predict)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from raysys.errors import RaysysError
 
 CPU_RESERVED_FOR_DATA = 0.5
 DATA_TASK_CPUS = 0.25
+CHUNK_BATCHES = 64  # training batches fetched from Ray Data at once, sliced in the worker
 
 
 @dataclass
@@ -93,13 +94,15 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     module = TabularModule(spec.model, spec.train, spec.inputs, spec.task, spec.num_classes,
                            spec.target_mean, spec.target_std)
     history = HistoryCallback()
+    distributed = ray.train.get_context().get_world_size() > 1
     trainer = L.Trainer(
         max_epochs=spec.train["epochs"],
         max_steps=spec.train["max_steps"] or -1,
         accelerator="auto",
         devices="auto",
-        strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()],
+        # one worker needs no gradient all-reduce: Lightning's single-device loop is ~15 % faster
+        strategy=RayDDPStrategy() if distributed else "auto",
+        plugins=[RayLightningEnvironment()] if distributed else None,
         callbacks=[*make_callbacks(spec.train), history, RayTrainReportCallback()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -108,7 +111,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         deterministic=True,
         num_sanity_val_steps=0,
     )
-    trainer = prepare_trainer(trainer)
+    if distributed:
+        trainer = prepare_trainer(trainer)
     checkpoint = ray.train.get_checkpoint()
     resume_path = _lightning_checkpoint(checkpoint)
     _maybe_fail_for_test(spec, resume_path)
@@ -166,7 +170,12 @@ class HistoryCallback(L.Callback):
 
 
 class ShardBatches:
-    """A re-iterable over this worker's shard of a split, as tensor batches."""
+    """A re-iterable over this worker's shard of a split, as tensor batches.
+
+    Ray Data hands over chunks of ``CHUNK_BATCHES`` batches; each chunk becomes tensors once
+    (labels encoded, features stacked) and is cut into ``batch_size`` slices in the worker, in a
+    seeded random order per epoch when shuffling. Per-step work is then only tensor indexing.
+    """
 
     def __init__(self, split: str, spec: TrainSpec, shuffle: bool):
         import ray.train
@@ -175,15 +184,22 @@ class ShardBatches:
         self.spec, self.shuffle, self.epoch = spec, shuffle, 0
 
     def __iter__(self):
+        import numpy as np
+        import torch
+
         from raysys.modeling.module import batch_from_frame
 
-        spec = self.spec
-        shuffle = {"local_shuffle_buffer_size": 4 * spec.train["batch_size"],
-                   "local_shuffle_seed": spec.train["seed"] + self.epoch} if self.shuffle else {}
+        spec, size = self.spec, self.spec.train["batch_size"]
+        rng = np.random.default_rng(spec.train["seed"] + self.epoch) if self.shuffle else None
         self.epoch += 1
-        for frame in self.shard.iter_batches(batch_size=spec.train["batch_size"], batch_format="pandas", **shuffle):
+        for frame in self.shard.iter_batches(batch_size=size * CHUNK_BATCHES, batch_format="pandas"):
             frame[spec.label] = encode_labels(frame[spec.label], spec.classes)
-            yield batch_from_frame(frame, _inputs(spec), spec.label, spec.task)
+            chunk = batch_from_frame(frame, _inputs(spec), spec.label, spec.task)
+            rows = len(frame)
+            order = torch.from_numpy(rng.permutation(rows)) if rng is not None else torch.arange(rows)
+            for start in range(0, rows, size):
+                index = order[start:start + size]
+                yield {name: tensor[index] for name, tensor in chunk.items()}
 
 
 def _inputs(spec: TrainSpec):
@@ -199,7 +215,7 @@ def encode_labels(labels, classes: list[Any] | None):
 
     if classes is None:
         return labels.astype("float64")
-    codes = pd.Categorical(labels.to_numpy(dtype=object), categories=classes).codes
+    codes = pd.Index(classes).get_indexer(labels.to_numpy())
     if (codes < 0).any():
         unknown = sorted({str(v) for v in labels[codes < 0]})[:5]
         raise RaysysError(f"labels {unknown} were not seen in the training split")

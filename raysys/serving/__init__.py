@@ -1,0 +1,1 @@
+"""Serving layer: Ray Serve + FastAPI online inference, rollouts, batch inference."""

@@ -1,0 +1,175 @@
+"""The model server: one Ray Serve deployment whose FastAPI app answers predictions in-process.
+
+Every replica holds the versions of its :class:`TrafficPlan` (champion, challenger, shadow) as
+:class:`LoadedModel` objects: preprocessing and network in one call, the same code as offline.
+A rollout is a new ``user_config``: Serve calls :meth:`ModelServer.reconfigure` on the running
+replicas, which load the new versions first and then swap the plan in one assignment, so no
+request ever sees a half-applied move and no replica restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import pandas as pd
+from ray import serve
+
+from raysys.modeling.predict import LoadedModel
+from raysys.serving import payloads
+from raysys.serving.prediction_log import PredictionLog, prediction_rows
+from raysys.serving.traffic import TrafficPlan
+from raysys.storage import Storage
+
+
+class ModelServer:
+    """Replica state: loaded versions, the traffic plan, batching and the prediction log."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.name: str = settings["model"]
+        self.storage = Storage.open(settings["storage_root"])
+        self.max_records: int = settings["max_records"]
+        self.batching: bool = settings["batching"]["enabled"]
+        self._batched.set_max_batch_size(settings["batching"]["max_batch_size"])
+        self._batched.set_batch_wait_timeout_s(settings["batching"]["wait_timeout_s"])
+        log = settings["prediction_log"]
+        self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"]) if log["enabled"] else None
+        self.served: tuple[TrafficPlan, dict[int, LoadedModel]] | None = None
+        self.reconfigure({"plan": settings["plan"]})  # the app is built before Serve's first reconfigure
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a traffic plan: load what it needs, then swap (Serve calls this in place)."""
+        plan = TrafficPlan.from_dict(user_config["plan"])
+        loaded = self.served[1] if self.served else {}
+        self.served = plan, {v: loaded.get(v) or self._load(v) for v in plan.versions}  # one assignment
+
+    def _load(self, version: int) -> LoadedModel:
+        from raysys.modeling.registry import ModelRegistry
+
+        registry = ModelRegistry(self.storage)
+        return LoadedModel(registry.load_files(registry.get(self.name, version)))
+
+    def __serve_build_asgi_app__(self):
+        """The FastAPI app, built per replica from the champion's input signature."""
+        from raysys.serving.api import build_api
+
+        return build_api(self)
+
+    def __del__(self):
+        if getattr(self, "log", None) is not None:
+            self.log.flush()
+
+    # ------------------------------------------------------------------ predictions
+
+    @property
+    def plan(self) -> TrafficPlan:
+        """The traffic plan being served."""
+        return self.served[0]
+
+    @property
+    def champion(self) -> LoadedModel:
+        """The model that answers by default."""
+        plan, models = self.served
+        return models[plan.champion]
+
+    async def predict(self, frame: pd.DataFrame, key: str | None, request_id: str) -> tuple[int, dict[str, Any]]:
+        """The answering version and its answer; the shadow's answer is logged, not returned.
+
+        The plan and its models are read once, so a move arriving meanwhile cannot pull a
+        version out from under this request.
+        """
+        (plan, models), started = self.served, time.perf_counter()
+        version = plan.route(key, random.random())
+        try:
+            result = await self._answer(models[version], frame)
+        except Exception:
+            if version == plan.champion:
+                raise
+            version = plan.champion  # a failing challenger never fails a request
+            result = await self._answer(models[version], frame)
+        self._log(frame, result, request_id, version, "answer", started, key)
+        if plan.shadow is not None:
+            shadow = self._shadow(plan.shadow, models[plan.shadow], frame, request_id, key)
+            asyncio.get_running_loop().create_task(shadow)
+        return version, result
+
+    async def _answer(self, model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+        if not self.batching:
+            return answer(model, frame)
+        result = await self._batched((model, frame))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, items: list[tuple[LoadedModel, pd.DataFrame]]) -> list[dict[str, Any] | Exception]:
+        """Requests that arrived together, predicted as one frame per model; a failure stays in its group."""
+        results: list[dict[str, Any] | Exception | None] = [None] * len(items)
+        for model in {id(m): m for m, _ in items}.values():
+            picked = [i for i, (m, _) in enumerate(items) if m is model]
+            frames = [items[i][1] for i in picked]
+            try:
+                whole = answer(model, pd.concat(frames, ignore_index=True))
+            except Exception as error:  # noqa: BLE001 - handed back to that group's requests only
+                for i in picked:
+                    results[i] = error
+                continue
+            start = 0
+            for i, frame in zip(picked, frames):
+                end = start + len(frame)
+                results[i] = {k: (v[start:end] if isinstance(v, list) and k != "classes" else v)
+                              for k, v in whole.items()}
+                start = end
+        return results
+
+    async def _shadow(self, version: int, model: LoadedModel, frame: pd.DataFrame, request_id: str,
+                      key: str | None) -> None:
+        started = time.perf_counter()
+        try:
+            result = await self._answer(model, frame)
+        except Exception:  # noqa: BLE001 - a shadow's failure is its own problem
+            return
+        self._log(frame, result, request_id, version, "shadow", started, key)
+
+    def _log(self, frame, result, request_id, version, role, started, key) -> None:
+        if self.log is not None:
+            latency = (time.perf_counter() - started) * 1000
+            self.log.add(prediction_rows(frame, result, request_id=request_id, version=version, role=role,
+                                         latency_ms=latency, key=key))
+
+
+
+def answer(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    """A model's predictions (and class probabilities) for raw rows."""
+    output = model.predict(frame)
+    return payloads.answer_from_output(output, model.labels(output), model.task, model.spec.classes)
+
+
+def server_deployment(settings: dict[str, Any], plan: TrafficPlan, serve_cfg: Any, code_version: str):
+    """The bound Serve application: the deployment options come from the ``serve`` config.
+
+    The deployment's code version is pinned to ``code_version`` (a hash of everything but the
+    plan), so that a new plan is a light ``user_config`` update applied in place, as for
+    ``serve deploy`` of a config file; Serve's Python API otherwise draws a random version per
+    ``serve.run`` and restarts every replica (still without failed requests, but slower).
+    """
+    auto = serve_cfg.autoscaling
+    deployment = serve.deployment(serve.ingress()(ModelServer), name="model_server")
+    try:
+        deployment = deployment.options(version=code_version, _internal=True)
+    except (TypeError, ValueError):  # the private switch moved: fall back to rolling restarts
+        pass
+    return deployment.options(
+        ray_actor_options={"num_cpus": serve_cfg.num_cpus},
+        max_ongoing_requests=serve_cfg.max_ongoing_requests,
+        autoscaling_config={
+            "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
+            "initial_replicas": max(1, auto.min_replicas),
+            "target_ongoing_requests": auto.target_ongoing_requests,
+            "upscale_delay_s": auto.upscale_delay_s, "downscale_delay_s": auto.downscale_delay_s,
+            "metrics_interval_s": 0.5, "look_back_period_s": 2.0,
+        },
+        user_config={"plan": plan.to_dict()},
+    ).bind({**settings, "plan": plan.to_dict()})

@@ -1,0 +1,266 @@
+"""``System.serving``: bring the model server up and down, roll versions out and back, batch predict.
+
+The traffic plan (which versions answer, and how much) is saved under ``serving/<app>/plan.json``
+and handed to the running replicas as Serve ``user_config``; registry aliases (champion,
+challenger, shadow) and the audit trail follow every move. A move that cannot be applied
+(unknown or corrupt version, nothing served yet) raises before anything changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from raysys import audit
+from raysys.config import SystemConfig
+from raysys.errors import NotFound, RaysysError
+from raysys.modeling.predict import LoadedModel
+from raysys.serving import traffic
+from raysys.serving.cluster import connect_serving_cluster
+from raysys.serving.traffic import TrafficPlan
+from raysys.storage import Storage
+
+MODES = ("blue-green", "canary", "shadow")
+
+
+class ServingService:
+    """Online serving and rollouts of the project's model."""
+
+    def __init__(self, config: SystemConfig, storage: Storage, models):
+        self.config, self.storage, self.models = config, storage, models
+        self.app_name = config.serve.app_name or config.project.name
+
+    # ------------------------------------------------------------------ state
+
+    def plan(self) -> TrafficPlan | None:
+        """The saved traffic plan (None before the first deploy)."""
+        if not self.storage.exists("serving", self.app_name, "plan.json"):
+            return None
+        return TrafficPlan.from_dict(self.storage.read_json("serving", self.app_name, "plan.json"))
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The audit trail of serving actions, oldest first."""
+        return [e for e in audit.read_audit(self.storage) if e.get("app") == self.app_name]
+
+    def prediction_log(self):
+        """Every logged prediction of this model (pandas; for small logs and tests)."""
+        from raysys.serving.prediction_log import read_prediction_log
+
+        return read_prediction_log(self.storage, self.models.name)
+
+    @property
+    def url(self) -> str:
+        """Where the HTTP API listens."""
+        cfg = self.config.serve
+        return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def up(self, address: str | None = None) -> dict[str, Any]:
+        """Deploy the app (the saved plan, else ``serve.model`` as champion) and wait until it answers."""
+        connect_serving_cluster(self.config, self.storage, self.app_name, address)
+        plan = self.plan() or traffic.blue_green(None, self._checked_version(self.config.serve.model))
+        self._run(plan)
+        self._save(plan)
+        audit.record(self.storage, "serve.up", {"app": self.app_name, "plan": plan.to_dict(), "url": self.url})
+        return self.status()
+
+    def status(self, address: str | None = None) -> dict[str, Any]:
+        """Deployments, replicas, versions and traffic of the running app."""
+        from ray import serve
+
+        connect_serving_cluster(self.config, self.storage, self.app_name, address, start=False)
+        app = serve.status().applications.get(self.app_name)
+        plan = self.plan()
+        if app is None:
+            return {"app": self.app_name, "status": "NOT_RUNNING", "url": self.url,
+                    "plan": plan.to_dict() if plan else None, "deployments": {}}
+        deployments = {name: {"status": str(d.status.value if hasattr(d.status, "value") else d.status),
+                              "replicas": {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
+                              "message": d.message}
+                       for name, d in app.deployments.items()}
+        return {"app": self.app_name, "status": str(getattr(app.status, "value", app.status)), "url": self.url,
+                "plan": plan.to_dict() if plan else None, "traffic": _traffic(plan), "deployments": deployments}
+
+    def down(self, address: str | None = None) -> dict[str, Any]:
+        """Remove the app (and stop the local Ray that ``up`` started, if it did)."""
+        from ray import serve
+
+        cluster = connect_serving_cluster(self.config, self.storage, self.app_name, address, start=False)
+        serve.delete(self.app_name)
+        stopped = cluster.stop_if_started_by_raysys()
+        audit.record(self.storage, "serve.down", {"app": self.app_name, "stopped_local_ray": stopped})
+        return {"app": self.app_name, "status": "DELETED", "stopped_local_ray": stopped}
+
+    # ------------------------------------------------------------------ rollouts
+
+    def deploy(self, model: str, mode: str = "blue-green", percent: float | None = None,
+               sticky: bool | None = None, actor: str | None = None, reason: str = "") -> dict[str, Any]:
+        """Roll ``model`` (version or alias) out as the champion, a canary or a shadow."""
+        if mode not in MODES:
+            raise RaysysError(f"deploy mode {mode!r}: use one of {', '.join(MODES)}")
+        version = self._checked_version(model)
+        current = self.plan()
+        if mode == "canary":
+            cfg = self.config.serve
+            new = traffic.canary(current, version, cfg.canary_percent if percent is None else percent,
+                                 cfg.sticky_canary if sticky is None else sticky)
+        elif mode == "shadow":
+            new = traffic.shadow(current, version)
+        else:
+            new = traffic.blue_green(current, version)
+        return self._move(f"deploy.{mode}", current, new, actor, reason or f"{mode} deploy of v{version}")
+
+    def promote(self, actor: str | None = None, reason: str = "") -> dict[str, Any]:
+        """Make the canary's challenger the champion (all traffic)."""
+        current = self._require_plan()
+        if current.challenger is None:
+            raise RaysysError("no canary to promote: deploy one with --canary first")
+        new = traffic.blue_green(current, current.challenger)
+        return self._move("deploy.promote", current, new, actor, reason or f"promote v{current.challenger}")
+
+    def rollback(self, to: str | None = None, actor: str | None = None, reason: str = "") -> dict[str, Any]:
+        """End a canary/shadow, else go back to the previous champion (or to version ``to``)."""
+        current = self._require_plan()
+        if to is not None:
+            new = traffic.blue_green(current, self._checked_version(to))
+        elif current.challenger is not None or current.shadow is not None:
+            new = traffic.end_canary(current)
+        else:
+            new = traffic.blue_green(current, self._previous_champion(current.champion))
+        return self._move("rollback", current, new, actor, reason or "rollback")
+
+    def _move(self, action: str, current: TrafficPlan | None, new: TrafficPlan, actor: str | None,
+              reason: str) -> dict[str, Any]:
+        applied = self._apply_if_running(new)
+        self._save(new)
+        self._move_aliases(current, new, actor, reason)
+        audit.record(self.storage, action, {"app": self.app_name, "from": current.to_dict() if current else None,
+                                            "to": new.to_dict(), "applied": applied}, actor=actor, reason=reason)
+        return {"action": action, "plan": new.to_dict(), "applied_to_running_app": applied}
+
+    def _move_aliases(self, current: TrafficPlan | None, new: TrafficPlan, actor: str | None, reason: str) -> None:
+        registry, name, who = self.models.registry, self.models.name, actor or audit.getpass.getuser()
+        if current is None or new.champion != current.champion:
+            registry.set_alias(name, "champion", new.champion, actor=who, reason=reason)
+        for alias in ("challenger", "shadow"):
+            version = getattr(new, alias)
+            if version is not None and (current is None or getattr(current, alias) != version):
+                registry.set_alias(name, alias, version, actor=who, reason=reason)
+
+    # ------------------------------------------------------------------ batch inference
+
+    def predict_batch(self, input: str, output: str, model: str = "champion", id_column: str | None = None,
+                      fmt: str = "parquet") -> dict[str, Any]:
+        """Predict every row of ``input`` with a Ray Data actor pool; write ``output`` files."""
+        import ray.data
+
+        from raysys.runtime import ensure_ray, user_errors
+        from raysys.serving.batch import ACTOR_CPUS, RawBatchPredictor, kept_columns, read_input
+
+        if fmt not in ("parquet", "csv"):
+            raise RaysysError(f"predict --format {fmt}: use parquet or csv")
+        registry = self.models.registry
+        version = registry.get(self.models.name, model)
+        files = registry.load_files(version)
+        needed = LoadedModel(files).state.input_columns
+        ensure_ray(self.config.ray)
+        with user_errors("predict"):
+            dataset = read_input(input)
+            columns = dataset.columns()
+            missing = [c for c in needed if c not in columns]
+            if missing:
+                raise RaysysError(f"predict --input {input}: missing model input column(s) {', '.join(missing)}")
+            predicted = dataset.map_batches(
+                RawBatchPredictor, fn_constructor_args=(files, version.version, kept_columns(columns, id_column)),
+                batch_format="pandas", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=ACTOR_CPUS)
+            getattr(predicted, f"write_{fmt}")(output)
+            rows = getattr(ray.data, f"read_{fmt}")(output).count()
+        audit.record(self.storage, "predict.batch", {"model": version.version, "input": input, "output": output,
+                                                     "rows": rows})
+        return {"model": self.models.name, "model_version": version.version, "rows": rows, "output": output}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _checked_version(self, ref: str | int) -> int:
+        """A registry version that exists and loads (so a bad one changes nothing)."""
+        registry = self.models.registry
+        version = registry.get(self.models.name, ref)
+        LoadedModel(registry.load_files(version))
+        return version.version
+
+    def _require_plan(self) -> TrafficPlan:
+        plan = self.plan()
+        if plan is None:
+            raise RaysysError("nothing is deployed yet: run `raysys serve up` or `raysys deploy --model VERSION`")
+        return plan
+
+    def _previous_champion(self, champion: int) -> int:
+        moves = [m for m in self.models.registry.alias_history(self.models.name) if m.alias == "champion"]
+        for move in reversed(moves):
+            if move.to_version == champion and move.from_version is not None:
+                return move.from_version
+        raise NotFound(f"v{champion} has no previous champion to roll back to; use --to VERSION")
+
+    def _save(self, plan: TrafficPlan) -> None:
+        self.storage.write_json(plan.to_dict(), "serving", self.app_name, "plan.json")
+
+    def _apply_if_running(self, plan: TrafficPlan) -> bool:
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                connect_serving_cluster(self.config, self.storage, self.app_name, None, start=False)
+            except RaysysError:
+                return False
+        from ray import serve
+
+        if self.app_name not in serve.status().applications:
+            return False
+        self._run(plan)
+        return True
+
+    def _run(self, plan: TrafficPlan) -> None:
+        """``serve.run`` the app with this plan; an unchanged deployment is reconfigured in place."""
+        from ray import serve
+
+        from raysys.serving.server import server_deployment
+
+        cfg = self.config.serve
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
+                    "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump()}
+        code = hashlib.sha256(json.dumps([settings, cfg.model_dump(mode="json")], sort_keys=True).encode())
+        app = server_deployment(settings, plan, cfg, code_version=code.hexdigest()[:16])
+        started = time.monotonic()
+        serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
+        self._wait_running(started)
+
+
+    def _wait_running(self, started: float, timeout_s: float = 120.0) -> None:
+        from ray import serve
+
+        while time.monotonic() - started < timeout_s:
+            app = serve.status().applications.get(self.app_name)
+            status = str(getattr(app.status, "value", app.status)) if app else "MISSING"
+            if status == "RUNNING":
+                return
+            if status == "DEPLOY_FAILED":
+                raise RaysysError(f"serve: {self.app_name} failed to deploy: {app.message}")
+            time.sleep(0.25)
+        raise RaysysError(f"serve: {self.app_name} not running after {timeout_s:.0f} s")
+
+
+def _traffic(plan: TrafficPlan | None) -> dict[str, Any]:
+    if plan is None:
+        return {}
+    share = plan.canary_percent if plan.challenger is not None else 0.0
+    out = {f"v{plan.champion} (champion)": f"{100 - share:g}%"}
+    if plan.challenger is not None:
+        out[f"v{plan.challenger} (challenger)"] = f"{share:g}%" + (" sticky" if plan.sticky else "")
+    if plan.shadow is not None:
+        out[f"v{plan.shadow} (shadow)"] = "copy of 100%, never answers"
+    return out
+

@@ -1,0 +1,55 @@
+"""One served breast-cancer model (v1 trained, v2 a perturbed copy) for the serving tests."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.modeling.test_train import sklearn_cfg, system_from
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SERVE_PORT = free_port()  # Serve's HTTP proxy starts once per Ray session, on one port
+
+
+def serve_cfg(**override) -> dict:
+    return {"port": SERVE_PORT, "num_cpus": 0.2,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2,
+                            "upscale_delay_s": 0.5, "downscale_delay_s": 2.0},
+            "prediction_log": {"flush_rows": 200, "flush_s": 0.5}, **override}
+
+
+def perturbed_copy(rs, version: int) -> int:
+    """Register a second version: the same model with a shifted output bias (other answers)."""
+    from raysys.modeling.predict import WEIGHTS
+    from raysys.modeling.registry import bytes_to_state_dict, state_dict_to_bytes
+
+    registry = rs.models.registry
+    source = registry.get(rs.models.name, version)
+    files = registry.load_files(source)
+    state = bytes_to_state_dict(files[WEIGHTS])
+    last_bias = [k for k in state if k.endswith("bias")][-1]
+    state[last_bias] = state[last_bias] + 1.5
+    files[WEIGHTS] = state_dict_to_bytes(state)
+    return registry.register(rs.models.name, files, metrics=source.metrics, lineage=source.lineage,
+                             params=source.params, run_id=None, description="perturbed copy for tests").version
+
+
+@pytest.fixture(scope="package")
+def served(ray_session, tmp_path_factory):
+    """(system, base url): v1 champion up on Ray Serve, v2 registered but not deployed."""
+    cfg = {**sklearn_cfg("breast_cancer", "binary", epochs=8), "serve": serve_cfg()}
+    rs = system_from(cfg, tmp_path_factory.mktemp("serving"))
+    rs.data.ingest()
+    trained = rs.models.train()
+    rs.models.promote(trained.model.version, "champion", actor="test", reason="first")
+    perturbed_copy(rs, trained.model.version)
+    rs.serving.up()
+    yield rs, rs.serving.url
+    rs.serving.down()
