@@ -255,6 +255,12 @@ ERROR_CASES = [
     ("empty file", "", ("expected a mapping", "empty")),
     ("only comments", "# nothing here yet\n", ("expected a mapping", "empty")),
     ("a list, not a mapping", "- data\n", "expected a mapping at the top level, got list"),
+    ("serve replicas", VALID + "serve: {autoscaling: {min_replicas: 3, max_replicas: 1}}\n",
+     "serve.autoscaling: min_replicas (3) > max_replicas (1)"),
+    ("serve port", VALID + "serve: {port: 70000}\n", "serve.port: input should be less than or equal to 65535"),
+    ("serve canary", VALID + "serve: {canary_percent: 150}\n", "serve.canary_percent"),
+    ("serve unknown key", VALID + "serve: {replicas: 2}\n", "serve.replicas: unknown field"),
+    ("serve batch size", VALID + "serve: {batching: {max_batch_size: 0}}\n", "serve.batching.max_batch_size"),
 ]
 
 

@@ -31,3 +31,9 @@ def test_make_targets_exist():
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     for target in ("demo", "test"):
         assert f"make {target}" in README and re.search(rf"^{target}:", makefile, re.MULTILINE)
+
+
+def test_documented_serving_commands_exist():
+    for args in (["serve", "up"], ["serve", "status"], ["serve", "down"], ["deploy"], ["rollback"], ["predict"]):
+        assert f"raysys {' '.join(args)}" in README, args
+        assert CliRunner().invoke(app, [*args, "--help"]).exit_code == 0, args

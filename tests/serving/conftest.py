@@ -45,7 +45,12 @@ def perturbed_copy(rs, version: int) -> int:
 def served(ray_session, tmp_path_factory):
     """(system, base url): v1 champion up on Ray Serve, v2 registered but not deployed."""
     cfg = {**sklearn_cfg("breast_cancer", "binary", epochs=8), "serve": serve_cfg()}
-    rs = system_from(cfg, tmp_path_factory.mktemp("serving"))
+    import yaml
+
+    root = tmp_path_factory.mktemp("serving")
+    rs = system_from(cfg, root)
+    rs.config_path = root / "raysys.yaml"  # the same config for the CLI tests
+    rs.config_path.write_text(yaml.safe_dump({**cfg, "storage": {"root": str(root)}}))
     rs.data.ingest()
     trained = rs.models.train()
     rs.models.promote(trained.model.version, "champion", actor="test", reason="first")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Self
 
 import pytest
 import requests
@@ -40,7 +41,7 @@ class Load:
                 self.statuses[type(error).__name__] += 1
             time.sleep(self.pause_s)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         time.sleep(1.0)
