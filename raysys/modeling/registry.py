@@ -272,17 +272,22 @@ class ModelRegistry:
 
     def load_files(self, version: ModelVersion) -> dict[str, bytes]:
         """Read a version's artifacts, verifying each sha256."""
-        label = f"model {version.name} v{version.version}"
-        out = {}
-        for file, sha in version.files.items():
-            path = f"{MODELS}/{version.name}/{version.version}/{file}"
-            if not self.storage.exists(path):
-                raise NotFound(f"{label}: artifact {file} is missing ({self.storage.path(path)})")
-            data = self.storage.read_bytes(path)
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise RaysysError(f"{label}: artifact {file} is corrupt (checksum mismatch)")
-            out[file] = data
-        return out
+        return read_artifacts(self.storage, version.name, version.version, version.files)
+
+
+def read_artifacts(storage: Storage, name: str, version: int, files: dict[str, str]) -> dict[str, bytes]:
+    """Read artifacts by name → sha256 (no database needed: serving replicas use this on any node)."""
+    label = f"model {name} v{version}"
+    out = {}
+    for file, sha in files.items():
+        path = f"{MODELS}/{name}/{version}/{file}"
+        if not storage.exists(path):
+            raise NotFound(f"{label}: artifact {file} is missing ({storage.path(path)})")
+        data = storage.read_bytes(path)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise RaysysError(f"{label}: artifact {file} is corrupt (checksum mismatch)")
+        out[file] = data
+    return out
 
 
 def _check_files(name: str, files: dict[str, bytes]) -> dict[str, str]:

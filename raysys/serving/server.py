@@ -37,19 +37,21 @@ class ModelServer:
         log = settings["prediction_log"]
         self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"]) if log["enabled"] else None
         self.served: tuple[TrafficPlan, dict[int, LoadedModel]] | None = None
-        self.reconfigure({"plan": settings["plan"]})  # the app is built before Serve's first reconfigure
+        self.reconfigure(settings["initial"])  # the app is built before Serve's first reconfigure
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a traffic plan: load what it needs, then swap (Serve calls this in place)."""
         plan = TrafficPlan.from_dict(user_config["plan"])
+        artifacts = {int(v): files for v, files in user_config["artifacts"].items()}
         loaded = self.served[1] if self.served else {}
-        self.served = plan, {v: loaded.get(v) or self._load(v) for v in plan.versions}  # one assignment
+        models = {v: loaded.get(v) or self._load(v, artifacts[v]) for v in plan.versions}
+        self.served = plan, models  # one assignment: requests see the old plan or the new one
 
-    def _load(self, version: int) -> LoadedModel:
-        from raysys.modeling.registry import ModelRegistry
+    def _load(self, version: int, files: dict[str, str]) -> LoadedModel:
+        """A version's artifacts straight from storage, checksums verified (no registry database)."""
+        from raysys.modeling.registry import read_artifacts
 
-        registry = ModelRegistry(self.storage)
-        return LoadedModel(registry.load_files(registry.get(self.name, version)))
+        return LoadedModel(read_artifacts(self.storage, self.name, version, files))
 
     def __serve_build_asgi_app__(self):
         """The FastAPI app, built per replica from the champion's input signature."""
@@ -147,7 +149,7 @@ def answer(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
     return payloads.answer_from_output(output, model.labels(output), model.task, model.spec.classes)
 
 
-def server_deployment(settings: dict[str, Any], plan: TrafficPlan, serve_cfg: Any, code_version: str):
+def server_deployment(settings: dict[str, Any], user_config: dict[str, Any], serve_cfg: Any, code_version: str):
     """The bound Serve application: the deployment options come from the ``serve`` config.
 
     The deployment's code version is pinned to ``code_version`` (a hash of everything but the
@@ -171,5 +173,5 @@ def server_deployment(settings: dict[str, Any], plan: TrafficPlan, serve_cfg: An
             "upscale_delay_s": auto.upscale_delay_s, "downscale_delay_s": auto.downscale_delay_s,
             "metrics_interval_s": 0.5, "look_back_period_s": 2.0,
         },
-        user_config={"plan": plan.to_dict()},
-    ).bind({**settings, "plan": plan.to_dict()})
+        user_config=user_config,
+    ).bind({**settings, "initial": user_config})

@@ -233,7 +233,10 @@ class ServingService:
         settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
                     "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump()}
         code = hashlib.sha256(json.dumps([settings, cfg.model_dump(mode="json")], sort_keys=True).encode())
-        app = server_deployment(settings, plan, cfg, code_version=code.hexdigest()[:16])
+        registry, name = self.models.registry, self.models.name
+        artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
+        app = server_deployment(settings, {"plan": plan.to_dict(), "artifacts": artifacts}, cfg,
+                                code_version=code.hexdigest()[:16])
         started = time.monotonic()
         serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
         self._wait_running(started)
