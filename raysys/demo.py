@@ -3,7 +3,8 @@
 Data layer: ingest the quickstart's drifting churn stream, quarantine faulty rows, append the
 next micro-batches of the stream, diff the versions, split, and fit preprocessing on train.
 Modeling layer: train on Ray Train, evaluate against the trivial baseline, register the model
-and make it the champion.
+and make it the champion. Serving layer: put the champion behind Ray Serve, send it requests
+over HTTP, read them back from the prediction log, take the server down.
 Run with ``python -m raysys.demo [--config PATH]``.
 """
 
@@ -84,6 +85,9 @@ def run(config: str) -> dict[str, Any]:
                         ["metric", "model", "baseline"],
                         [[k, f"{v:.4f}", f"{test['baseline'][k]:.4f}"] for k, v in test["metrics"].items()
                          if isinstance(v, float)]))
+    served, t_serve = step("Serve the champion on Ray Serve and send 200 HTTP requests", lambda: serve_demo(rs, new))
+    console.print(f"  {served['url']}/v1/predict: p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms; "
+                  f"{served['logged']} predictions in the prediction log; example answer: {served['example']}")
     summary = {
         "versions": [old, new],
         "rows": appended.manifest.row_count,
@@ -93,7 +97,9 @@ def run(config: str) -> dict[str, Any]:
         "feature_columns": len(artifact.state.output_columns),
         "test_rows_transformed": transformed,
         "model": {"version": trained.model.version, "alias": "champion", "metrics": test["metrics"]},
-        "seconds": {"ingest": t_ingest, "fit": t_features, "transform": t_transform, "train": t_train},
+        "serving": served,
+        "seconds": {"ingest": t_ingest, "fit": t_features, "transform": t_transform, "train": t_train,
+                    "serve": t_serve},
     }
     rows = [
         ["dataset versions", f"{old} → {new}"],
@@ -103,11 +109,50 @@ def run(config: str) -> dict[str, Any]:
         ["test rows transformed", f"{transformed:,}"],
         ["champion model", (f"v{trained.model.version}: accuracy {test['metrics']['accuracy']:.3f} "
                             f"(baseline {test['baseline']['accuracy']:.3f})")],
+        ["online serving", f"200 requests, p50 {served['p50_ms']:.1f} ms, all logged: {served['logged'] >= 200}"],
     ]
     console.print(table("Summary", ["", ""], rows))
     console.print(f"Next: `.venv/bin/raysys data versions -c {config}`, `raysys models list -c {config}`, "
-                  f"`raysys runs list -c {config}`.")
+                  f"`raysys runs list -c {config}`, `raysys serve up -c {config}`.")
     return summary
+
+
+def serve_demo(rs: System, version: str, requests_count: int = 200) -> dict[str, Any]:
+    """Serve the champion, time one-record requests from the test split, check the log, stop."""
+    import numpy as np
+    import requests
+
+    rows = rs.data.read(version, split="test").limit(requests_count).to_pandas()
+    inputs = rs.models.load("champion").state.input_columns
+    records = [{c: _plain(row[c]) for c in inputs} for _, row in rows.iterrows()]
+    rs.serving.up()
+    try:
+        url, latencies, session = rs.serving.url, [], requests.Session()
+        for record in records:
+            started = time.perf_counter()
+            answer = session.post(f"{url}/v1/predict", json={"records": record}, timeout=30)
+            answer.raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+        example = answer.json()
+        deadline = time.monotonic() + 15
+        while len(rs.serving.prediction_log()) < len(records) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        logged = len(rs.serving.prediction_log())
+    finally:
+        rs.serving.down()
+    return {"url": url, "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+            "logged": logged, "example": {k: example[k] for k in ("model_version", "predictions", "probabilities")}}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready scalars (numpy → Python, NaN/NaT → null)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
 
 
 def main() -> None:

@@ -63,6 +63,12 @@ def quiet_logs() -> None:
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
+def quiet_serve_logs() -> None:
+    """Serve's driver-side INFO lines (deploying, deleting) off the CLI's terminal, if quiet."""
+    if _QUIET:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def _quiet_ray_data() -> None:
     from ray.data import DataContext
 

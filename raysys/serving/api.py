@@ -8,6 +8,7 @@ server itself is a 5xx.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from raysys.serving.server import ModelServer
 
 REQUEST_ID = "x-request-id"
+logger = logging.getLogger(__name__)
 
 
 class PredictResponse(BaseModel):
@@ -125,6 +127,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:  # a fault of ours, not the client's
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); the request was not answered"},
+                            status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

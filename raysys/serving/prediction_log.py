@@ -1,7 +1,8 @@
 """The prediction log: every answer (and every shadow answer) as rows of Parquet, off the request path.
 
-Replicas :meth:`PredictionLog.add` rows to an in-memory buffer (no I/O); a background task writes
-the buffer as one Parquet file when it holds ``flush_rows`` rows or is ``flush_s`` old. Files land
+Replicas :meth:`PredictionLog.add` the request's frame and answer to an in-memory buffer (no
+work beyond an append); a background task turns them into rows and writes one Parquet file when
+the buffer holds ``flush_rows`` rows or is ``flush_s`` old. Files land
 under ``logs/predictions/<model>/date=YYYY-MM-DD/`` (atomic writes), where the monitoring layer
 reads them with :func:`read_prediction_log`.
 """
@@ -13,7 +14,7 @@ import io
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -25,9 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def prediction_rows(frame: pd.DataFrame, answer: dict[str, Any], *, request_id: str, version: int, role: str,
-                    latency_ms: float, key: str | None) -> list[dict[str, Any]]:
+                    latency_ms: float, key: str | None, at: datetime) -> list[dict[str, Any]]:
     """One log row per record: its raw inputs plus ``_``-prefixed facts about the answer."""
-    at = datetime.now(timezone.utc)
     inputs = frame.to_dict(orient="records")
     probabilities = answer["probabilities"] or [None] * len(inputs)
     return [{**row, "_time": at, "_request_id": request_id, "_row": index, "_model_version": version,
@@ -42,29 +42,33 @@ class PredictionLog:
     def __init__(self, storage: Storage, model: str, flush_rows: int, flush_s: float):
         self.storage, self.model = storage, model
         self.flush_rows, self.flush_s = flush_rows, flush_s
-        self.rows: list[dict[str, Any]] = []
+        self.pending: list[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]] = []
+        self.pending_rows = 0
         self.written = 0
         self._task: asyncio.Task | None = None
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Queue rows (no I/O here); the flusher task starts on first use."""
-        self.rows.extend(rows)
+    def add(self, frame: pd.DataFrame, answer: dict[str, Any], **facts: Any) -> None:
+        """Queue one answered request (an append, nothing more); the flusher starts on first use."""
+        self.pending.append((frame, answer, facts))
+        self.pending_rows += len(frame)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
         started = time.monotonic()
-        while self.rows:
+        while self.pending:
             await asyncio.sleep(0.05)
-            if len(self.rows) >= self.flush_rows or time.monotonic() - started >= self.flush_s:
-                rows, self.rows = self.rows, []
-                await asyncio.to_thread(self.write, rows)
+            if self.pending_rows >= self.flush_rows or time.monotonic() - started >= self.flush_s:
+                await asyncio.to_thread(self.write, self._take())
                 started = time.monotonic()
+
+    def _take(self) -> list[dict[str, Any]]:
+        pending, self.pending, self.pending_rows = self.pending, [], 0
+        return [row for frame, answer, facts in pending for row in prediction_rows(frame, answer, **facts)]
 
     def flush(self) -> None:
         """Write whatever is buffered now (replica shutdown)."""
-        rows, self.rows = self.rows, []
-        self.write(rows)
+        self.write(self._take())
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """One Parquet file of rows; errors are logged, never raised into serving."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -19,7 +20,7 @@ from ray import serve
 
 from raysys.modeling.predict import LoadedModel
 from raysys.serving import payloads
-from raysys.serving.prediction_log import PredictionLog, prediction_rows
+from raysys.serving.prediction_log import PredictionLog
 from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
 
@@ -138,8 +139,8 @@ class ModelServer:
     def _log(self, frame, result, request_id, version, role, started, key) -> None:
         if self.log is not None:
             latency = (time.perf_counter() - started) * 1000
-            self.log.add(prediction_rows(frame, result, request_id=request_id, version=version, role=role,
-                                         latency_ms=latency, key=key))
+            self.log.add(frame, result, request_id=request_id, version=version, role=role, latency_ms=latency,
+                         key=key, at=datetime.now(timezone.utc))
 
 
 

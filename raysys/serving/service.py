@@ -17,6 +17,7 @@ from raysys import audit
 from raysys.config import SystemConfig
 from raysys.errors import NotFound, RaysysError
 from raysys.modeling.predict import LoadedModel
+from raysys.runtime import quiet_serve_logs
 from raysys.serving import traffic
 from raysys.serving.cluster import connect_serving_cluster
 from raysys.serving.traffic import TrafficPlan
@@ -229,7 +230,9 @@ class ServingService:
         from raysys.serving.server import server_deployment
 
         cfg = self.config.serve
+        quiet_serve_logs()
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        quiet_serve_logs()  # Serve may reconfigure its logger when it starts
         settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
                     "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump()}
         code = hashlib.sha256(json.dumps([settings, cfg.model_dump(mode="json")], sort_keys=True).encode())

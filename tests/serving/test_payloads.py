@@ -20,6 +20,8 @@ def test_one_record_or_many_become_one_frame():
     frame, key = payloads.parse_records({"records": [RECORD, {**RECORD, "tenure": None, "seats": 4}], "key": "u1"},
                                         SIGNATURE, 10)
     assert len(frame) == 2 and np.isnan(frame["tenure"][1]) and key == "u1"
+    whole, _ = payloads.parse_records({"records": {**RECORD, "seats": 3.0}}, SIGNATURE, 10)
+    assert whole["seats"].tolist() == [3.0]  # a whole float is a fine int
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,7 @@ def test_one_record_or_many_become_one_frame():
         ({"records": [RECORD, {**RECORD, "colour": "red"}]}, 422, "records[1].colour"),
         ({"records": [{k: v for k, v in RECORD.items() if k != "plan"}]}, 422, "records[0].plan"),
         ({"records": {**RECORD, "seats": 2.5}}, 422, "records.seats"),
+        ({"records": {**RECORD, "seats": True}}, 422, "records.seats"),
         ({"records": [RECORD, {**RECORD, "tenure": float("nan")}]}, 422, "records[1].tenure"),
         ({"records": [{**RECORD, "tenure": float("inf")}]}, 422, "records[0].tenure"),
         ({"records": [{**RECORD, "active": "yes"}]}, 422, "records[0].active"),
