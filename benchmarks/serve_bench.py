@@ -233,7 +233,7 @@ def micro(args: argparse.Namespace, model, bodies: list[dict[str, Any]]) -> list
 
     pieces = [
         ("json.loads(body)", "all", lambda: json.loads(raw)),
-        ("payloads.request_model(signature, 1000, many_only=True) (pydantic create_model)", "raysys",
+        ("payloads.request_model(signature, 1000, many_only=True) (cached per signature since the runs below)", "raysys",
          lambda: payloads.request_model(signature, 1000, many_only=True)),
         ("payloads.parse_records(body, signature, 1000) (includes the line above)", "raysys",
          lambda: payloads.parse_records(body, signature, 1000)),
@@ -245,7 +245,8 @@ def micro(args: argparse.Namespace, model, bodies: list[dict[str, Any]]) -> list
         ("pd.concat(32 one-row frames)", "batched", lambda: pd.concat([frame] * 32, ignore_index=True)),
         ("TrafficPlan.route + uuid4().hex", "raysys", lambda: (plan.route(None, 0.5), uuid.uuid4().hex)),
         ("prediction_rows(frame, answer, ...) (prediction log)", "raysys",
-         lambda: prediction_rows(parsed, result, request_id="x", version=1, role="answer", latency_ms=1.0, key=None)),
+         lambda: prediction_rows(parsed, result, request_id="x", version=1, role="answer", latency_ms=1.0, key=None,
+                                 at=datetime.now(timezone.utc))),
         ("PredictResponse.model_validate(answer).model_dump(mode='json') (response_model)", "raysys",
          lambda: PredictResponse.model_validate(response).model_dump(mode="json")),
         ("json.dumps(answer)", "all", lambda: json.dumps(response)),
@@ -299,21 +300,6 @@ def autoscaling(args: argparse.Namespace) -> dict[str, Any]:
     return {"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1,
             "target_ongoing_requests": auto.target_ongoing_requests, "upscale_delay_s": auto.upscale_delay_s,
             "downscale_delay_s": auto.downscale_delay_s, "metrics_interval_s": 0.5, "look_back_period_s": 2.0}
-
-
-def wait_app_running(app_name: str, timeout_s: float = 180.0) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        app = serve.status().applications.get(app_name)
-        status = str(getattr(app.status, "value", app.status)) if app else "MISSING"
-        if status == "RUNNING":
-            return
-        if status == "DEPLOY_FAILED":
-            raise RuntimeError(f"{app_name} failed to deploy: {app.message}")
-        time.sleep(0.25)
-    raise RuntimeError(f"{app_name} not running after {timeout_s:.0f} s")
 
 
 def serve_raysys(args: argparse.Namespace, batching: bool) -> None:
@@ -434,7 +420,9 @@ def serve_bare(args: argparse.Namespace) -> None:
         t = time.time()
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         serve.run(bare_serve_app(args, args.system), name="bare", route_prefix="/", blocking=False)
-        wait_app_running("bare")
+        from raysys.serving.service import wait_app_running
+
+        wait_app_running("bare", timeout_s=180.0)
         write_ready(args, {"url": f"http://127.0.0.1:{args.port}{PATH}", "ray_init_s": ray_s,
                            "deploy_s": time.time() - t, "app": "bare"})
         wait_for_parent()

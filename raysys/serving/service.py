@@ -8,6 +8,7 @@ challenger, shadow) and the audit trail follow every move. A move that cannot be
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import time
@@ -143,7 +144,7 @@ class ServingService:
         return {"action": action, "plan": new.to_dict(), "applied_to_running_app": applied}
 
     def _move_aliases(self, current: TrafficPlan | None, new: TrafficPlan, actor: str | None, reason: str) -> None:
-        registry, name, who = self.models.registry, self.models.name, actor or audit.getpass.getuser()
+        registry, name, who = self.models.registry, self.models.name, actor or getpass.getuser()
         if current is None or new.champion != current.champion:
             registry.set_alias(name, "champion", new.champion, actor=who, reason=reason)
         for alias in ("challenger", "shadow"):
@@ -240,23 +241,24 @@ class ServingService:
         artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
         app = server_deployment(settings, {"plan": plan.to_dict(), "artifacts": artifacts}, cfg,
                                 code_version=code.hexdigest()[:16])
-        started = time.monotonic()
         serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
-        self._wait_running(started)
+        wait_app_running(self.app_name)
 
 
-    def _wait_running(self, started: float, timeout_s: float = 120.0) -> None:
-        from ray import serve
+def wait_app_running(app_name: str, timeout_s: float = 120.0) -> None:
+    """Block until the Serve application is RUNNING; a failed deploy or a timeout is an error."""
+    from ray import serve
 
-        while time.monotonic() - started < timeout_s:
-            app = serve.status().applications.get(self.app_name)
-            status = str(getattr(app.status, "value", app.status)) if app else "MISSING"
-            if status == "RUNNING":
-                return
-            if status == "DEPLOY_FAILED":
-                raise RaysysError(f"serve: {self.app_name} failed to deploy: {app.message}")
-            time.sleep(0.25)
-        raise RaysysError(f"serve: {self.app_name} not running after {timeout_s:.0f} s")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        status = str(getattr(app.status, "value", app.status)) if app else "MISSING"
+        if status == "RUNNING":
+            return
+        if status == "DEPLOY_FAILED":
+            raise RaysysError(f"serve: {app_name} failed to deploy: {app.message}")
+        time.sleep(0.25)
+    raise RaysysError(f"serve: {app_name} not running after {timeout_s:.0f} s")
 
 
 def _traffic(plan: TrafficPlan | None) -> dict[str, Any]:
