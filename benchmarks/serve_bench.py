@@ -213,7 +213,7 @@ def micro(args: argparse.Namespace, model, bodies: list[dict[str, Any]]) -> list
 
     from raysys.serving import payloads
     from raysys.serving.api import PredictResponse
-    from raysys.serving.prediction_log import prediction_rows
+    from raysys.serving.prediction_log import prediction_frame
     from raysys.serving.server import answer
     from raysys.serving.traffic import TrafficPlan
 
@@ -225,6 +225,7 @@ def micro(args: argparse.Namespace, model, bodies: list[dict[str, Any]]) -> list
     frame = pd.DataFrame(body["records"], columns=columns)
     frame32 = pd.DataFrame([b["records"][0] for b in (bodies * 32)[:32]], columns=columns)
     parsed, _ = payloads.parse_records(body, signature, 1000)
+    parsed32 = [payloads.parse_records(b, signature, 1000)[0] for b in (bodies * 32)[:32]]
     result = answer(model, frame)
     response = {"request_id": uuid.uuid4().hex, "model": PROJECT, "model_version": 1, **result}
     plan = TrafficPlan.from_dict({"champion": 1})
@@ -233,20 +234,25 @@ def micro(args: argparse.Namespace, model, bodies: list[dict[str, Any]]) -> list
 
     pieces = [
         ("json.loads(body)", "all", lambda: json.loads(raw)),
-        ("payloads.request_model(signature, 1000, many_only=True) (cached per signature since the runs below)", "raysys",
+        ("payloads.request_model(signature, 1000, many_only=True) (cached per signature)", "raysys",
          lambda: payloads.request_model(signature, 1000, many_only=True)),
-        ("payloads.parse_records(body, signature, 1000) (includes the line above)", "raysys",
+        ("payloads.parse_records(body, signature, 1000) (validation + typed column arrays)", "raysys",
          lambda: payloads.parse_records(body, signature, 1000)),
         ("pd.DataFrame(records, columns=inputs)", "bare", lambda: pd.DataFrame(body["records"], columns=columns)),
         ("features.transform(state, frame) (1 row)", "all", lambda: features.transform(model.state, frame)),
         ("LoadedModel.predict(frame) (1 row: transform + network)", "all", lambda: model.predict(frame)),
         ("answer(model, frame) (1 row: predict + labels + JSON lists)", "all", lambda: answer(model, frame)),
+        ("answer(model, rows) (1 row, parsed rows)", "raysys", lambda: answer(model, parsed)),
         ("answer(model, frame) (32 rows, per call)", "batched", lambda: answer(model, frame32)),
-        ("pd.concat(32 one-row frames)", "batched", lambda: pd.concat([frame] * 32, ignore_index=True)),
+        ("pd.concat(32 one-row frames)", "bare batched", lambda: pd.concat([frame] * 32, ignore_index=True)),
+        ("Rows.concat(32 one-row parsed requests)", "raysys batched", lambda: payloads.Rows.concat(parsed32)),
+        ("answer(model, rows) (32 rows, per call)", "raysys batched",
+         lambda: answer(model, payloads.Rows.concat(parsed32))),
         ("TrafficPlan.route + uuid4().hex", "raysys", lambda: (plan.route(None, 0.5), uuid.uuid4().hex)),
-        ("prediction_rows(frame, answer, ...) (prediction log)", "raysys",
-         lambda: prediction_rows(parsed, result, request_id="x", version=1, role="answer", latency_ms=1.0, key=None,
-                                 at=datetime.now(timezone.utc))),
+        ("prediction_frame(32 one-row requests) (prediction log: per flush of 32, in the flusher thread)", "raysys",
+         lambda: prediction_frame([(parsed, result, {"request_id": "x", "version": 1, "role": "answer",
+                                                     "latency_ms": 1.0, "key": None, "at": datetime.now(timezone.utc)})]
+                                  * 32)),
         ("PredictResponse.model_validate(answer).model_dump(mode='json') (response_model)", "raysys",
          lambda: PredictResponse.model_validate(response).model_dump(mode="json")),
         ("json.dumps(answer)", "all", lambda: json.dumps(response)),

@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -32,6 +33,8 @@ FORMAT = "raysys.features/1"
 SAMPLE_SIZE = 4096
 NUMERIC_TYPES = ("int", "float", "bool")
 _EMPTY_DTYPES = {"string": object, "category": object, "timestamp": "datetime64[ns]"}
+Columns = pd.DataFrame | Mapping[str, Sequence[Any]]
+"""Raw rows: a frame, or column name → values (lists or arrays of equal length)."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +199,17 @@ def _evaluate(frame: pd.DataFrame, expr: str) -> Any:
 # --------------------------------------------------------------------------- row-wise coercion
 
 
-def _to_float(series: pd.Series) -> np.ndarray:
-    """Each value as float64; null, non-finite or non-numeric values become NaN."""
-    if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-        out = series.to_numpy(dtype="float64", na_value=np.nan, copy=True)  # never a view
+def _to_float(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Each value as float64 (a new array); null, non-finite or non-numeric values become NaN."""
+    dtype = values.dtype
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        if isinstance(values, np.ndarray):
+            out = values.astype("float64")  # always a copy
+        else:
+            out = values.to_numpy(dtype="float64", na_value=np.nan, copy=True)  # never a view
     else:
-        out = np.array([_scalar_float(v) for v in series.astype(object).tolist()], dtype="float64")
+        items = values.tolist() if isinstance(values, np.ndarray) else values.astype(object).tolist()
+        out = np.array([_scalar_float(v) for v in items], dtype="float64")
     out[~np.isfinite(out)] = np.nan
     return out
 
@@ -225,29 +233,37 @@ def _category_key(value: Any) -> str | None:
     return str(value)
 
 
-def _keys(series: pd.Series) -> list[str | None]:
-    return [_category_key(v) for v in series.astype(object).tolist()]
+def _keys(values: pd.Series | np.ndarray) -> list[str | None]:
+    items = values.tolist() if isinstance(values, np.ndarray) else values.astype(object).tolist()
+    return [_category_key(v) for v in items]
 
 
-def _prepare(inputs: dict[str, str], derived: dict[str, str], df: pd.DataFrame) -> pd.DataFrame:
-    """Raw inputs coerced by type, plus derived columns; raises if an input is missing."""
-    missing = [c for c in inputs if c not in df.columns]
+def _prepare(inputs: dict[str, str], derived: dict[str, str], data: Columns) -> dict[str, np.ndarray]:
+    """Raw inputs coerced by type, plus derived columns, as arrays; raises if an input is missing.
+
+    Columns are gathered in a dict (no frame is built unless a derived feature needs one):
+    this keeps a one-row transform, the online path, well under a millisecond.
+    """
+    missing = [c for c in inputs if c not in data]
     if missing:
         raise RaysysError(f"features: missing input column(s): {', '.join(map(repr, missing))}")
-    frame = pd.DataFrame(index=df.index)
+    columns: dict[str, np.ndarray] = {}
     for col, ctype in inputs.items():
+        values = data[col]
         if ctype in NUMERIC_TYPES:
-            frame[col] = _to_float(df[col])
+            columns[col] = _to_float(values if hasattr(values, "dtype") else np.asarray(values))
         elif ctype == "timestamp":
-            frame[col] = pd.to_datetime(df[col], errors="coerce", format="ISO8601").array
+            columns[col] = pd.to_datetime(pd.Series(values), errors="coerce", format="ISO8601").array
         else:
-            frame[col] = df[col].to_numpy(dtype=object)
-    for name, expr in derived.items():
-        try:
-            frame[name] = _to_float(_evaluate(frame, expr))
-        except Exception as error:  # report a data-dependent failure with its feature name
-            raise RaysysError(f"features.derived.{name}: cannot evaluate '{expr}': {error}") from error
-    return frame
+            columns[col] = np.asarray(values, dtype=object)
+    if derived:
+        frame = pd.DataFrame(columns, index=getattr(data, "index", None))
+        for name, expr in derived.items():
+            try:
+                columns[name] = frame[name] = _to_float(_evaluate(frame, expr))
+            except Exception as error:  # report a data-dependent failure with its feature name
+                raise RaysysError(f"features.derived.{name}: cannot evaluate '{expr}': {error}") from error
+    return columns
 
 
 # --------------------------------------------------------------------------- fitting
@@ -255,10 +271,10 @@ def _prepare(inputs: dict[str, str], derived: dict[str, str], df: pd.DataFrame) 
 
 def fit_partial(plan: FeaturePlan, df: pd.DataFrame) -> dict:
     """Mergeable statistics of one batch: exact sums, min/max, a median sample, value counts."""
-    frame = _prepare(plan.inputs, plan.derived, df)
-    numeric = {name: _numeric_partial(_to_float(frame[name])) for name in plan.numeric}
+    columns = _prepare(plan.inputs, plan.derived, df)
+    numeric = {name: _numeric_partial(columns[name]) for name in plan.numeric}
     categorical = {
-        name: dict(Counter(k for k in _keys(frame[name]) if k is not None))
+        name: dict(Counter(k for k in _keys(columns[name]) if k is not None))
         for name in plan.categorical
     }
     return {"rows": len(df), "numeric": numeric, "categorical": categorical}
@@ -375,24 +391,34 @@ def _categorical_state(cfg: CategoricalFeature, counts: dict[str, int]) -> dict[
 
 def transform(state: FeatureState, df: pd.DataFrame) -> pd.DataFrame:
     """Features of each row as float32 columns ``state.output_columns``, index kept."""
-    frame = _prepare(state.inputs, state.derived, df)
-    blocks = [_numeric_column(frame[name], spec) for name, spec in state.numeric.items()]
-    blocks += [_categorical_block(frame[name], spec) for name, spec in state.categorical.items()]
-    values = np.column_stack(blocks) if blocks else np.empty((len(df), 0))
-    return pd.DataFrame(values.astype(np.float32), index=df.index, columns=state.output_columns)
+    return pd.DataFrame(transform_values(state, df), index=df.index, columns=state.output_columns)
 
 
-def _numeric_column(series: pd.Series, spec: dict[str, Any]) -> np.ndarray:
-    values = _to_float(series)
+def transform_values(state: FeatureState, data: Columns) -> np.ndarray:
+    """``transform`` as a float32 array ``[rows, len(state.output_columns)]``.
+
+    ``data`` is a frame or a mapping of column name to values (what a request parser builds),
+    so the online path never constructs a DataFrame.
+    """
+    columns = _prepare(state.inputs, state.derived, data)
+    blocks = [_numeric_column(columns[name], spec) for name, spec in state.numeric.items()]
+    blocks += [_categorical_block(columns[name], spec) for name, spec in state.categorical.items()]
+    if not blocks:
+        rows = len(data) if isinstance(data, pd.DataFrame) else len(next(iter(columns.values()), []))
+        return np.empty((rows, 0), dtype=np.float32)
+    return np.column_stack(blocks).astype(np.float32)
+
+
+def _numeric_column(values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     if spec["fill"] is not None:
-        values[np.isnan(values)] = spec["fill"]
+        values = np.where(np.isnan(values), spec["fill"], values)
     return (values - spec["shift"]) / spec["divide"]
 
 
-def _categorical_block(series: pd.Series, spec: dict[str, Any]) -> np.ndarray:
+def _categorical_block(values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     categories = spec["categories"]
     lookup = {value: i for i, value in enumerate(categories)}
-    codes = np.array([lookup.get(k, len(categories)) for k in _keys(series)], dtype=np.int64)
+    codes = np.array([lookup.get(k, len(categories)) for k in _keys(values)], dtype=np.int64)
     if spec["encode"] == "ordinal":
         return codes.astype("float64")
     onehot = np.zeros((len(codes), len(categories) + 1))

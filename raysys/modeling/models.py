@@ -99,23 +99,36 @@ def frame_to_tensors(frame: pd.DataFrame, inputs: ModelInputs) -> tuple[torch.Te
     Each row is converted on its own, so a one-row frame gives exactly that row of a batch.
     Categorical codes outside ``0..cardinality - 1`` (or null) map to the last, "other", code.
     """
-    missing = [c for c in inputs.columns if c not in frame.columns]
-    if missing:
-        raise RaysysError(f"model inputs: missing feature column(s): {', '.join(map(repr, missing))}")
-    n = len(frame)
+    _check_columns(frame.columns, inputs)
     try:
-        if inputs.numeric:
-            num = frame[inputs.numeric].to_numpy(dtype=np.float32, na_value=np.nan, copy=True)
-        else:
-            num = np.empty((n, 0), dtype=np.float32)
-        cat = np.empty((n, len(inputs.categorical)), dtype=np.int64)
-        for j, (name, cardinality) in enumerate(inputs.categorical.items()):
-            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            bad = ~np.isfinite(values) | (values < 0) | (values > cardinality - 1)
-            cat[:, j] = np.where(bad, cardinality - 1, np.nan_to_num(values)).astype(np.int64)
+        num, cat = (frame[columns].to_numpy(dtype=dtype, na_value=np.nan, copy=True) if columns
+                    else np.empty((len(frame), 0), dtype=dtype)
+                    for columns, dtype in ((inputs.numeric, np.float32), (list(inputs.categorical), np.float64)))
     except (TypeError, ValueError) as error:
         raise RaysysError(f"model inputs: feature columns must be numeric ({error})") from None
-    return torch.from_numpy(np.ascontiguousarray(num)), torch.from_numpy(cat)
+    return _tensors(num, cat, inputs)
+
+
+def array_to_tensors(values: np.ndarray, columns: list[str], inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`frame_to_tensors` for a feature array whose columns are ``columns`` (no frame)."""
+    _check_columns(columns, inputs)
+    position = {c: i for i, c in enumerate(columns)}
+    num = values[:, [position[c] for c in inputs.numeric]].astype(np.float32)
+    cat = values[:, [position[c] for c in inputs.categorical]].astype(np.float64)
+    return _tensors(num, cat, inputs)
+
+
+def _check_columns(columns: Any, inputs: ModelInputs) -> None:
+    missing = [c for c in inputs.columns if c not in columns]
+    if missing:
+        raise RaysysError(f"model inputs: missing feature column(s): {', '.join(map(repr, missing))}")
+
+
+def _tensors(num: np.ndarray, cat: np.ndarray, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    cardinality = np.array(list(inputs.categorical.values()), dtype=np.int64)
+    bad = ~np.isfinite(cat) | (cat < 0) | (cat > cardinality - 1)
+    codes = np.where(bad, cardinality - 1, np.nan_to_num(cat)).astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(num)), torch.from_numpy(codes)
 
 
 # --------------------------------------------------------------------------- registry

@@ -48,6 +48,11 @@ class LoadedModel:
         self.network.eval()
 
     @property
+    def signature(self) -> dict[str, str]:
+        """The raw input columns the model reads and their types (the request schema)."""
+        return self.state.inputs
+
+    @property
     def task(self) -> str:
         """binary, multiclass or regression."""
         return self.spec.task
@@ -63,9 +68,16 @@ class LoadedModel:
             raw = self.network(x_num, x_cat)
         return to_output(raw, self.spec)
 
-    def predict(self, raw: pd.DataFrame) -> np.ndarray:
-        """Outputs for raw rows: P(class 1), class probabilities, or the predicted value."""
-        return self.predict_features(features.transform(self.state, raw))
+    def predict(self, raw: features.Columns) -> np.ndarray:
+        """Outputs for raw rows (a frame, or column → values): P(class 1), class probabilities or values."""
+        import torch
+
+        from raysys.modeling.models import array_to_tensors
+
+        values = features.transform_values(self.state, raw)
+        x_num, x_cat = array_to_tensors(values, self.state.output_columns, self.inputs)
+        with torch.no_grad():
+            return to_output(self.network(x_num, x_cat), self.spec)
 
     def labels(self, output: np.ndarray) -> np.ndarray:
         """The predicted class labels (or values, for regression)."""

@@ -41,10 +41,9 @@ class PredictResponse(BaseModel):
 def build_api(server: ModelServer) -> FastAPI:
     """The FastAPI app of one replica; the request schema is the champion's input signature."""
     champion = server.champion
-    signature = dict(champion.state.inputs)
     app = FastAPI(title=f"raysys: {server.name}", version=raysys.__version__,
                   description=f"Predictions of the registered model '{server.name}' (task: {champion.task}).")
-    schema = payloads.request_model(signature, server.max_records).model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = payloads.request_model(champion.signature, server.max_records).model_json_schema(ref_template="#/components/schemas/{model}")
     _install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
@@ -56,14 +55,14 @@ def build_api(server: ModelServer) -> FastAPI:
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
               responses={400: {"description": "Malformed JSON"}, 413: {"description": "Too many records"},
                          422: {"description": "A field is missing, unknown or of the wrong type"}})
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         """Predict one record or many; the answer names the model version that answered."""
         body = await _json(request)
-        model = server.champion
-        frame, key = payloads.parse_records(body, dict(model.state.inputs), server.max_records)
+        rows, key = payloads.parse_records(body, server.champion.signature, server.max_records)
         request_id = request.headers.get(REQUEST_ID) or _new_id()
-        version, answer = await server.predict(frame, key, request_id)
-        return {"request_id": request_id, "model": server.name, "model_version": version, **answer}
+        version, answer = await server.predict(rows, key, request_id)
+        # a Response skips FastAPI's re-validation of the answer; response_model still documents it
+        return JSONResponse({"request_id": request_id, "model": server.name, "model_version": version, **answer})
 
     @app.get("/v2", tags=["open inference protocol"])
     async def server_metadata() -> dict[str, Any]:
@@ -80,7 +79,7 @@ def build_api(server: ModelServer) -> FastAPI:
     @app.get("/v2/models/{name}", tags=["open inference protocol"])
     async def model_metadata(name: str) -> dict[str, Any]:
         model = _model(server, name)
-        return payloads.oip_metadata(name, server.plan.versions, dict(model.state.inputs), model.task)
+        return payloads.oip_metadata(name, server.plan.versions, model.signature, model.task)
 
     @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
     async def model_ready(name: str) -> dict[str, Any]:
@@ -88,14 +87,14 @@ def build_api(server: ModelServer) -> FastAPI:
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", tags=["open inference protocol"])
-    async def infer(name: str, request: Request) -> dict[str, Any]:
+    async def infer(name: str, request: Request) -> JSONResponse:
         """Open Inference Protocol infer: columnar input tensors, one per model input."""
         model = _model(server, name)
         body = await _json(request)
-        frame, request_id, key = payloads.parse_oip(body, dict(model.state.inputs), server.max_records)
+        rows, request_id, key = payloads.parse_oip(body, model.signature, server.max_records)
         request_id = request_id or request.headers.get(REQUEST_ID) or _new_id()
-        version, answer = await server.predict(frame, key, request_id)
-        return payloads.oip_response(name, version, request_id, answer)
+        version, answer = await server.predict(rows, key, request_id)
+        return JSONResponse(payloads.oip_response(name, version, request_id, answer))
 
     return app
 

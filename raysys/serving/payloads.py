@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -75,8 +76,8 @@ def _request_model(signature: tuple[tuple[str, str], ...], max_records: int, man
     )
 
 
-def parse_records(body: Any, signature: dict[str, str], max_records: int) -> tuple[pd.DataFrame, str | None]:
-    """The raw-input frame of a ``/v1/predict`` body and its routing key; RequestError if bad."""
+def parse_records(body: Any, signature: dict[str, str], max_records: int) -> tuple[Rows, str | None]:
+    """The raw-input rows of a ``/v1/predict`` body and its routing key; RequestError if bad."""
     if not isinstance(body, dict):
         raise RequestError("body: expected a JSON object with 'records'", field="body")
     records = body.get("records")
@@ -86,16 +87,18 @@ def parse_records(body: Any, signature: dict[str, str], max_records: int) -> tup
     if count > max_records:
         raise RequestError(f"records: {count} records, at most {max_records} per request", status=413,
                            field="records")
-    many = {**body, "records": records if isinstance(records, list) else [records]} if "records" in body else body
+    single = not isinstance(records, list)
+    many = {**body, "records": [records] if single else records} if "records" in body else body
     try:
         parsed = request_model(signature, max_records, many_only=True).model_validate(many)
     except ValidationError as error:
-        raise _first_error(error, single=not isinstance(records, list)) from None
-    data = [row.model_dump(by_alias=True) for row in parsed.records]
-    return frame_from_columns({c: [r[c] for r in data] for c in signature}, signature), parsed.key
+        raise _first_error(error, single=single) from None
+    # valid records hold exactly the signature's keys with values of the right types: read them as sent
+    rows = Rows.from_values({c: [r[c] for r in many["records"]] for c in signature}, signature, single=single)
+    return rows, parsed.key
 
 
-def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[pd.DataFrame, str | None, str | None]:
+def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[Rows, str | None, str | None]:
     """Frame, request id and routing key of an Open Inference Protocol infer request."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise RequestError("body: expected a JSON object with an 'inputs' list", field="inputs")
@@ -127,7 +130,7 @@ def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[p
         raise RequestError(f"inputs: {rows} rows, at most {max_records} per request", status=413, field="inputs")
     records = [{c: columns[c][i] for c in signature} for i in range(rows)]
     try:
-        frame, _ = parse_records({"records": records}, signature, max_records)
+        rows, _ = parse_records({"records": records}, signature, max_records)
     except RequestError as error:  # name the tensor element: tenure[1], not records[1].tenure
         match = re.match(r"records\[(\d+)\]\.(.+)", error.field or "")
         if not match:
@@ -137,21 +140,58 @@ def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[p
     parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
     request_id = body.get("id") if isinstance(body.get("id"), str) else None
     key = parameters.get("key") if isinstance(parameters.get("key"), str) else None
-    return frame, request_id, key
+    return rows, request_id, key
 
 
-def frame_from_columns(columns: dict[str, list[Any]], signature: dict[str, str]) -> pd.DataFrame:
-    """A frame with the dtypes the offline pipeline reads (so preprocessing sees the same thing)."""
-    out = {}
-    for column, kind in signature.items():
-        values = columns[column]
-        if kind in ("int", "float"):
-            out[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif kind == "timestamp":
-            out[column] = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
-        else:
-            out[column] = pd.Series(values, dtype=object)
-    return pd.DataFrame(out)
+@dataclass(frozen=True)
+class Rows:
+    """Parsed records column by column, typed as the offline pipeline reads them (no frame built).
+
+    Numbers are float64 arrays (null → NaN), timestamps datetime64[ns] in UTC, anything else an
+    object array. ``LoadedModel.predict`` reads ``columns`` directly; ``frame()`` is for logs.
+    """
+
+    columns: dict[str, np.ndarray]
+    count: int
+
+    @classmethod
+    def from_values(cls, columns: dict[str, list[Any]], signature: dict[str, str], single: bool = False) -> Rows:
+        """Typed columns from JSON values; a timestamp that does not parse is a RequestError.
+
+        ``single``: the body held one record, not a list (errors name ``records.x``).
+        """
+        out: dict[str, np.ndarray] = {}
+        for column, kind in signature.items():
+            values = columns[column]
+            if kind in ("int", "float"):
+                out[column] = np.array(values, dtype=np.float64)  # None → NaN
+            elif kind == "timestamp":
+                out[column] = _timestamps(column, values, single)
+            else:
+                out[column] = np.array(values, dtype=object)
+        return cls(out, len(next(iter(columns.values()), [])))
+
+    @classmethod
+    def concat(cls, parts: list[Rows]) -> Rows:
+        """Rows of several requests as one (the same columns in each)."""
+        if len(parts) == 1:
+            return parts[0]
+        names = parts[0].columns
+        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in names}, sum(p.count for p in parts))
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame."""
+        return pd.DataFrame(self.columns, index=pd.RangeIndex(self.count))
+
+
+def _timestamps(column: str, values: list[Any], single: bool) -> np.ndarray:
+    parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True, format="ISO8601")
+    bad = parsed.isna() & pd.Series([v is not None for v in values])
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        field = f"records.{column}" if single else f"records[{index}].{column}"
+        raise RequestError(f"{field}: not an ISO 8601 timestamp: {values[index]!r}", field=field)
+    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
 def oip_metadata(name: str, versions: list[int], signature: dict[str, str], task: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The prediction log: every answer (and every shadow answer) as rows of Parquet, off the request path.
 
-Replicas :meth:`PredictionLog.add` the request's frame and answer to an in-memory buffer (no
+Replicas :meth:`PredictionLog.add` the request's parsed rows and answer to an in-memory buffer (no
 work beyond an append); a background task turns them into rows and writes one Parquet file when
 the buffer holds ``flush_rows`` rows or is ``flush_s`` old. Files land
 under ``logs/predictions/<model>/date=YYYY-MM-DD/`` (atomic writes), where the monitoring layer
@@ -14,26 +14,42 @@ import io
 import logging
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
+from raysys.serving.payloads import Rows
 from raysys.storage import Storage
 
 LOG_DIR = "logs/predictions"
 logger = logging.getLogger(__name__)
 
 
-def prediction_rows(frame: pd.DataFrame, answer: dict[str, Any], *, request_id: str, version: int, role: str,
-                    latency_ms: float, key: str | None, at: datetime) -> list[dict[str, Any]]:
-    """One log row per record: its raw inputs plus ``_``-prefixed facts about the answer."""
-    inputs = frame.to_dict(orient="records")
-    probabilities = answer["probabilities"] or [None] * len(inputs)
-    return [{**row, "_time": at, "_request_id": request_id, "_row": index, "_model_version": version,
-             "_role": role, "_latency_ms": latency_ms, "_key": key, "_prediction": str(prediction),
-             "_probabilities": probs}
-            for index, (row, prediction, probs) in enumerate(zip(inputs, answer["predictions"], probabilities))]
+def prediction_frame(entries: list[tuple[Rows, dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
+    """Log rows of answered requests: each record's raw inputs plus ``_``-prefixed facts.
+
+    ``entries`` are ``(rows, answer, facts)`` with facts ``request_id, version, role,
+    latency_ms, key, at``; built column by column (no per-row Python work beyond the answer lists).
+    """
+    counts = [rows.count for rows, _, _ in entries]
+    names = entries[0][0].columns.keys()
+    if all(rows.columns.keys() == names for rows, _, _ in entries):
+        frame = Rows.concat([rows for rows, _, _ in entries]).frame()
+    else:  # versions with different inputs answered in one flush
+        frame = pd.concat([rows.frame() for rows, _, _ in entries], ignore_index=True)
+
+    def repeat(fact: str) -> list[Any]:
+        return [value for (_, _, facts), n in zip(entries, counts) for value in [facts[fact]] * n]
+
+    frame["_time"] = pd.to_datetime(repeat("at"), utc=True)
+    for fact, column in (("request_id", "_request_id"), ("version", "_model_version"), ("role", "_role"),
+                         ("latency_ms", "_latency_ms"), ("key", "_key")):
+        frame[column] = repeat(fact)
+    frame["_row"] = [index for n in counts for index in range(n)]
+    frame["_prediction"] = [str(p) for _, answer, _ in entries for p in answer["predictions"]]
+    frame["_probabilities"] = [p for (_, answer, _), n in zip(entries, counts)
+                               for p in (answer["probabilities"] or [None] * n)]
+    return frame
 
 
 class PredictionLog:
@@ -42,15 +58,15 @@ class PredictionLog:
     def __init__(self, storage: Storage, model: str, flush_rows: int, flush_s: float):
         self.storage, self.model = storage, model
         self.flush_rows, self.flush_s = flush_rows, flush_s
-        self.pending: list[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]] = []
+        self.pending: list[tuple[Rows, dict[str, Any], dict[str, Any]]] = []
         self.pending_rows = 0
         self.written = 0
         self._task: asyncio.Task | None = None
 
-    def add(self, frame: pd.DataFrame, answer: dict[str, Any], **facts: Any) -> None:
+    def add(self, rows: Rows, answer: dict[str, Any], **facts: Any) -> None:
         """Queue one answered request (an append, nothing more); the flusher starts on first use."""
-        self.pending.append((frame, answer, facts))
-        self.pending_rows += len(frame)
+        self.pending.append((rows, answer, facts))
+        self.pending_rows += rows.count
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
@@ -62,28 +78,28 @@ class PredictionLog:
                 await asyncio.to_thread(self.write, self._take())
                 started = time.monotonic()
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self) -> list[tuple[Rows, dict[str, Any], dict[str, Any]]]:
         pending, self.pending, self.pending_rows = self.pending, [], 0
-        return [row for frame, answer, facts in pending for row in prediction_rows(frame, answer, **facts)]
+        return pending
 
     def flush(self) -> None:
         """Write whatever is buffered now (replica shutdown)."""
         self.write(self._take())
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """One Parquet file of rows; errors are logged, never raised into serving."""
-        if not rows:
+    def write(self, entries: list[tuple[Rows, dict[str, Any], dict[str, Any]]]) -> None:
+        """One Parquet file of the entries' rows; errors are logged, never raised into serving."""
+        if not entries:
             return
         try:
-            frame = pd.DataFrame(rows)
+            frame = prediction_frame(entries)
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
-            day = rows[0]["_time"].strftime("%Y-%m-%d")
+            day = entries[0][2]["at"].strftime("%Y-%m-%d")
             name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
             self.storage.write_bytes(buffer.getvalue(), LOG_DIR, self.model, f"date={day}", name)
-            self.written += len(rows)
+            self.written += len(frame)
         except Exception:  # the log must never take serving down
-            logger.exception("prediction log: could not write %d rows", len(rows))
+            logger.exception("prediction log: could not write %d requests", len(entries))
 
 
 def read_prediction_log(storage: Storage, model: str) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from ray import serve
 
 from raysys.modeling.predict import LoadedModel
 from raysys.serving import payloads
+from raysys.serving.payloads import Rows
 from raysys.serving.prediction_log import PredictionLog
 from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
@@ -61,6 +62,7 @@ class ModelServer:
         return build_api(self)
 
     def __del__(self):
+        """Flush the prediction log: Serve calls ``__del__`` when it stops a replica gracefully."""
         if getattr(self, "log", None) is not None:
             self.log.flush()
 
@@ -77,7 +79,7 @@ class ModelServer:
         plan, models = self.served
         return models[plan.champion]
 
-    async def predict(self, frame: pd.DataFrame, key: str | None, request_id: str) -> tuple[int, dict[str, Any]]:
+    async def predict(self, rows: Rows, key: str | None, request_id: str) -> tuple[int, dict[str, Any]]:
         """The answering version and its answer; the shadow's answer is logged, not returned.
 
         The plan and its models are read once, so a move arriving meanwhile cannot pull a
@@ -86,67 +88,67 @@ class ModelServer:
         (plan, models), started = self.served, time.perf_counter()
         version = plan.route(key, random.random())
         try:
-            result = await self._answer(models[version], frame)
+            result = await self._answer(models[version], rows)
         except Exception:
             if version == plan.champion:
                 raise
             version = plan.champion  # a failing challenger never fails a request
-            result = await self._answer(models[version], frame)
-        self._log(frame, result, request_id, version, "answer", started, key)
+            result = await self._answer(models[version], rows)
+        self._log(rows, result, request_id, version, "answer", started, key)
         if plan.shadow is not None:
-            shadow = self._shadow(plan.shadow, models[plan.shadow], frame, request_id, key)
+            shadow = self._shadow(plan.shadow, models[plan.shadow], rows, request_id, key)
             asyncio.get_running_loop().create_task(shadow)
         return version, result
 
-    async def _answer(self, model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    async def _answer(self, model: LoadedModel, rows: Rows) -> dict[str, Any]:
         if not self.batching:
-            return answer(model, frame)
-        result = await self._batched((model, frame))
+            return answer(model, rows)
+        result = await self._batched((model, rows))
         if isinstance(result, Exception):
             raise result
         return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _batched(self, items: list[tuple[LoadedModel, pd.DataFrame]]) -> list[dict[str, Any] | Exception]:
-        """Requests that arrived together, predicted as one frame per model; a failure stays in its group."""
+    async def _batched(self, items: list[tuple[LoadedModel, Rows]]) -> list[dict[str, Any] | Exception]:
+        """Requests that arrived together, predicted in one call per model; a failure stays in its group."""
         results: list[dict[str, Any] | Exception | None] = [None] * len(items)
         for model in {id(m): m for m, _ in items}.values():
             picked = [i for i, (m, _) in enumerate(items) if m is model]
-            frames = [items[i][1] for i in picked]
+            parts = [items[i][1] for i in picked]
             try:
-                whole = answer(model, pd.concat(frames, ignore_index=True))
+                whole = answer(model, Rows.concat(parts))
             except Exception as error:  # noqa: BLE001 - handed back to that group's requests only
                 for i in picked:
                     results[i] = error
                 continue
             start = 0
-            for i, frame in zip(picked, frames):
-                end = start + len(frame)
+            for i, part in zip(picked, parts):
+                end = start + part.count
                 results[i] = {k: (v[start:end] if isinstance(v, list) and k != "classes" else v)
                               for k, v in whole.items()}
                 start = end
         return results
 
-    async def _shadow(self, version: int, model: LoadedModel, frame: pd.DataFrame, request_id: str,
+    async def _shadow(self, version: int, model: LoadedModel, rows: Rows, request_id: str,
                       key: str | None) -> None:
         started = time.perf_counter()
         try:
-            result = await self._answer(model, frame)
+            result = await self._answer(model, rows)
         except Exception:  # noqa: BLE001 - a shadow's failure is its own problem
             return
-        self._log(frame, result, request_id, version, "shadow", started, key)
+        self._log(rows, result, request_id, version, "shadow", started, key)
 
-    def _log(self, frame, result, request_id, version, role, started, key) -> None:
+    def _log(self, rows, result, request_id, version, role, started, key) -> None:
         if self.log is not None:
             latency = (time.perf_counter() - started) * 1000
-            self.log.add(frame, result, request_id=request_id, version=version, role=role, latency_ms=latency,
+            self.log.add(rows, result, request_id=request_id, version=version, role=role, latency_ms=latency,
                          key=key, at=datetime.now(timezone.utc))
 
 
 
-def answer(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
-    """A model's predictions (and class probabilities) for raw rows."""
-    output = model.predict(frame)
+def answer(model: LoadedModel, rows: Rows | pd.DataFrame) -> dict[str, Any]:
+    """A model's predictions (and class probabilities) for raw rows (parsed rows or a frame)."""
+    output = model.predict(rows.columns if isinstance(rows, Rows) else rows)
     return payloads.answer_from_output(output, model.labels(output), model.task, model.spec.classes)
 
 

@@ -14,14 +14,37 @@ SIGNATURE = {"tenure": "float", "plan": "string", "seats": "int", "active": "boo
 RECORD = {"tenure": 1.5, "plan": "pro", "seats": 3, "active": True}
 
 
-def test_one_record_or_many_become_one_frame():
-    frame, key = payloads.parse_records({"records": RECORD}, SIGNATURE, 10)
-    assert frame.to_dict("records") == [{**RECORD, "seats": 3.0}] and key is None
-    frame, key = payloads.parse_records({"records": [RECORD, {**RECORD, "tenure": None, "seats": 4}], "key": "u1"},
-                                        SIGNATURE, 10)
-    assert len(frame) == 2 and np.isnan(frame["tenure"][1]) and key == "u1"
+def test_one_record_or_many_become_typed_rows():
+    rows, key = payloads.parse_records({"records": RECORD}, SIGNATURE, 10)
+    assert rows.frame().to_dict("records") == [{**RECORD, "seats": 3.0}] and rows.count == 1 and key is None
+    rows, key = payloads.parse_records({"records": [RECORD, {**RECORD, "tenure": None, "seats": 4}], "key": "u1"},
+                                       SIGNATURE, 10)
+    assert rows.count == 2 and np.isnan(rows.columns["tenure"][1]) and key == "u1"
+    assert rows.columns["seats"].dtype == np.float64 and rows.columns["plan"].dtype == object
     whole, _ = payloads.parse_records({"records": {**RECORD, "seats": 3.0}}, SIGNATURE, 10)
-    assert whole["seats"].tolist() == [3.0]  # a whole float is a fine int
+    assert whole.columns["seats"].tolist() == [3.0]  # a whole float is a fine int
+
+
+def test_rows_of_several_requests_concatenate_in_order():
+    first, _ = payloads.parse_records({"records": RECORD}, SIGNATURE, 10)
+    second, _ = payloads.parse_records({"records": [{**RECORD, "plan": "free"}, {**RECORD, "seats": 7}]}, SIGNATURE, 10)
+    both = payloads.Rows.concat([first, second])
+    assert both.count == 3 and both.columns["plan"].tolist() == ["pro", "free", "pro"]
+    assert both.columns["seats"].tolist() == [3.0, 3.0, 7.0]
+
+
+def test_timestamps_parse_to_utc_and_a_bad_one_names_its_record():
+    signature = {"at": "timestamp", "tenure": "float"}
+    rows, _ = payloads.parse_records({"records": [{"at": "2026-01-02T03:04:05+01:00", "tenure": 1},
+                                                  {"at": None, "tenure": 2}]}, signature, 10)
+    assert str(rows.columns["at"][0]) == "2026-01-02T02:04:05.000000000" and np.isnat(rows.columns["at"][1])
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_records({"records": [{"at": "2026-01-02", "tenure": 1}, {"at": "soon", "tenure": 2}]},
+                               signature, 10)
+    assert (caught.value.status, caught.value.field) == (422, "records[1].at") and "'soon'" in str(caught.value)
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_records({"records": {"at": "yesterday", "tenure": 1}}, signature, 10)
+    assert caught.value.field == "records.at"
 
 
 @pytest.mark.parametrize(
@@ -65,10 +88,10 @@ def oip_body(rows: int = 2, **override) -> dict:
     return {"id": "req-1", "inputs": inputs, "parameters": {"key": "u9"}, **override}
 
 
-def test_open_inference_protocol_tensors_become_the_same_frame():
-    frame, request_id, key = payloads.parse_oip(oip_body(), SIGNATURE, 10)
+def test_open_inference_protocol_tensors_become_the_same_rows():
+    rows, request_id, key = payloads.parse_oip(oip_body(), SIGNATURE, 10)
     same, _ = payloads.parse_records({"records": [RECORD, RECORD]}, SIGNATURE, 10)
-    assert frame.equals(same) and (request_id, key) == ("req-1", "u9")
+    assert rows.frame().equals(same.frame()) and (request_id, key) == ("req-1", "u9")
 
 
 @pytest.mark.parametrize(
