@@ -10,7 +10,7 @@ of the sklearn breast-cancer table) with the same trained model (one registry ve
   ``model_server`` with its FastAPI ingress (``/v1/predict``: pydantic validation of the body
   against the model's input signature, the traffic plan, a request id, the prediction log,
   ``response_model=PredictResponse``), with ``serve.batching.enabled`` false / true
-  (``@serve.batch``, ``max_batch_size`` 32, ``wait_timeout_s`` 0.002: raysys's defaults).
+  (``@serve.batch``, ``max_batch_size`` 32, ``wait_timeout_s`` 0: raysys's defaults).
 * **fastapi**: one uvicorn process (uvloop + httptools, access log off) with a FastAPI app whose
   ``async`` handler does ``await request.json()``, ``pd.DataFrame(records, columns=inputs)`` and
   ``answer(model, frame)``; no Ray. torch gets ``--fastapi-threads`` threads (default 1: what a
@@ -934,12 +934,14 @@ def memory_table(runs: list[dict[str, Any]]) -> str:
 
 
 def goals_table(runs: list[dict[str, Any]], levels: list[int]) -> tuple[str, dict[str, Any]]:
+    """The issue's two goals per level; throughput is judged at equal p99 (see below)."""
     lines = [("| concurrency | raysys − bare Serve p50, batching off | raysys − bare Serve p50, batching on | "
-              "(raysys − bare Serve + FastAPI ingress p50, batching off) | raysys (batching) / FastAPI req/s | "
-              "p99 raysys (batching) vs FastAPI | throughput goal | (raysys (batching) / FastAPI with gc.freeze() "
-              "req/s, p99s) |"),
-             "|---|---|---|---|---|---|---|---|"]
+              "(raysys − bare Serve + FastAPI ingress p50, batching off) | raysys (batching) / FastAPI req/s, "
+              "same concurrency | p99 raysys (batching) vs FastAPI | FastAPI's best req/s at a p99 ≤ raysys's | "
+              "throughput goal (at equal p99) | (raysys (batching) / FastAPI with gc.freeze() req/s, p99s) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     verdicts: dict[str, Any] = {"p50": [], "throughput": []}
+    fastapi = [r for level in levels if (r := level_of(runs, "fastapi", level)) and r["rps"] and r["p99_ms"] is not None]
     for level in levels:
         cells = []
         for a, b, judged in (("raysys", "serve", True), ("raysys-batch", "serve-batch", True),
@@ -958,15 +960,18 @@ def goals_table(runs: list[dict[str, Any]], levels: list[int]) -> tuple[str, dic
         for base, judged in (("fastapi", True), ("fastapi-freeze", False)):
             fa = level_of(runs, base, level)
             if not (rs and fa and fa["rps"] and rs["p99_ms"] is not None and fa["p99_ms"] is not None):
-                cells += ["-", "-", "-"] if judged else ["-"]
+                cells += ["-", "-", "-", "-"] if judged else ["-"]
                 continue
             ratio = rs["rps"] / fa["rps"]
             p99 = f"{rs['p99_ms']:.2f} vs {fa['p99_ms']:.2f} ms"
             if judged:
-                met = ratio >= 1.0 and rs["p99_ms"] <= fa["p99_ms"]
+                # FastAPI at any concurrency level run whose p99 is no worse than raysys's here
+                best = max((r["rps"] for r in fastapi if r["p99_ms"] <= rs["p99_ms"]), default=None)
+                met = best is None or rs["rps"] >= best
                 verdicts["throughput"].append(met)
-                cells += [f"{ratio:.2f}x", p99, "met" if met else ("ratio ≥ 1 at a higher p99" if ratio >= 1.0
-                                                                    else "not met")]
+                cells += [f"{ratio:.2f}x", p99,
+                          "none reaches it" if best is None else f"{best:,.0f} ({rs['rps'] / best:.2f}x)",
+                          "met" if met else "not met"]
             else:
                 cells.append(f"{ratio:.2f}x, {p99}")
         lines.append(f"| {level} | " + " | ".join(cells) + " |")
@@ -1054,7 +1059,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replica-cpus", type=float, default=0.5)
     parser.add_argument("--max-ongoing", type=int, default=64, help="max_ongoing_requests of the Serve replicas")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-wait-s", type=float, default=0.002)
+    parser.add_argument("--batch-wait-s", type=float, default=0.0, help="batch wait (raysys's default 0)")
+    parser.add_argument("--serve-mode", choices=("high_throughput", "proxy"), default="high_throughput",
+                        help="Ray Serve's data plane for every Ray server (raysys's ray.serve_mode; default: raysys's)")
     parser.add_argument("--fastapi-threads", type=int, default=1, help="torch threads of the FastAPI server")
     parser.add_argument("--mem-interval-s", type=float, default=1.0, help="memory sampling interval")
     parser.add_argument("--micro-repeat", type=int, default=300)
@@ -1084,6 +1091,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown systems {unknown}; use {', '.join(SYSTEMS)}")
 
+    from raysys.runtime import SERVE_MODES
+
+    os.environ.update(SERVE_MODES[args.serve_mode])  # the servers' Ray daemons (and so Serve) inherit it
     args.root = tempfile.mkdtemp(prefix="raysys-serve-bench-")
     started = time.time()
     runs: list[dict[str, Any]] = []
@@ -1104,6 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmodel: breast_cancer MLP v{prep['version']} ({prep['inputs']} inputs, {prep['input_kinds']}), "
           f"{len(bodies)} one-record bodies of ~{prep['body_bytes']} bytes; levels {args.levels}, "
           f"{args.warmup_s:g} s warm-up + {args.duration_s:g} s window each; replica {args.replica_cpus} CPU; "
+          f"Serve mode {args.serve_mode}, batch wait {args.batch_wait_s * 1000:g} ms; "
           f"cpus={os.cpu_count()}, python {platform.python_version()}, wall {time.time() - started:.0f}s\n")
     print(main_out + "\n")
     print(memory_table(runs) + "\n")

@@ -42,6 +42,11 @@ class StorageConfig(Section):
 class RayConfig(Section):
     address: str | None = Field(None, description="None or 'local' starts a local Ray; 'auto' joins one.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+    serve_mode: Literal["high_throughput", "proxy"] = Field(
+        "high_throughput",
+        description="Ray Serve's data plane on a Ray that raysys starts: 'high_throughput' (HAProxy ingress and "
+                    "throughput-optimized replicas, Ray >= 2.55) or 'proxy' (Serve's Python proxy actor). A cluster "
+                    "raysys joins keeps its own (cluster/ sets it on its nodes).")
 
 
 # --------------------------------------------------------------------------- data sources
@@ -339,7 +344,11 @@ class BatchingConfig(Section):
 
     enabled: bool = True
     max_batch_size: int = Field(32, ge=1)
-    wait_timeout_s: float = Field(0.002, ge=0)
+    wait_timeout_s: float = Field(
+        0.0, ge=0,
+        description="How long a batch waits for more requests. 0: take the requests already queued; under load "
+                    "they pile up while the previous batch computes, so batches grow with the load and a lone "
+                    "request never waits (benchmarks/README.md).")
 
 
 class PredictionLogConfig(Section):

@@ -20,7 +20,11 @@ def ray_session():
     started = not ray.is_initialized()
     if started:
         # log_to_driver=False as in the CLI: worker and raylet lines must not mix into captured stdout
-        ray.init("local", num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+        from raysys.config import RayConfig
+        from raysys.runtime import cluster_environment
+
+        with cluster_environment(RayConfig()):  # Serve's mode as raysys starts it (high throughput)
+            ray.init("local", num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

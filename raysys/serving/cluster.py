@@ -19,6 +19,7 @@ from pathlib import Path
 
 from raysys.config import SystemConfig
 from raysys.errors import RaysysError
+from raysys.runtime import cluster_env
 from raysys.storage import Storage
 
 
@@ -92,7 +93,8 @@ def _start_head(config: SystemConfig, storage: Storage, app_name: str, timeout_s
     if config.ray.num_cpus:
         command.append(f"--num-cpus={config.ray.num_cpus}")
     log = open(temp / "ray-head.log", "ab")  # noqa: SIM115 - the head keeps writing after we return
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, **cluster_env(config.ray)}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -108,7 +108,7 @@ class ModelServer:
             raise result
         return result
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # set from the config in __init__
     async def _batched(self, items: list[tuple[LoadedModel, Rows]]) -> list[dict[str, Any] | Exception]:
         """Requests that arrived together, predicted in one call per model; a failure stays in its group."""
         results: list[dict[str, Any] | Exception | None] = [None] * len(items)
