@@ -60,13 +60,17 @@ def cluster_env(cfg: RayConfig) -> dict[str, str]:
 @contextlib.contextmanager
 def cluster_environment(cfg: RayConfig) -> Iterator[None]:
     """Start a local Ray inside this block to give it :func:`cluster_env` (this process's env is restored)."""
-    before = dict(os.environ)
-    os.environ.update(cluster_env(cfg))
+    extra = cluster_env(cfg)
+    before = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
     try:
         yield
-    finally:
-        os.environ.clear()
-        os.environ.update(before)
+    finally:  # only these names: ray.init sets variables of its own that later commands need
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def tune_ray_data() -> None:
@@ -98,8 +102,8 @@ def _driver_messages_to_stderr() -> None:
     would corrupt ``--json`` output; send every line Ray prints on the driver to stderr instead."""
     from ray._private import worker
 
-    original = worker.print_to_stdstream
-    if getattr(original, "_raysys", False):
+    original = getattr(worker, "print_to_stdstream", None)  # private: if Ray renames it, lines stay on stdout
+    if original is None or getattr(original, "_raysys", False):
         return
 
     def to_stderr(data: dict, ignore_prefix: bool) -> None:

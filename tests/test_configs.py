@@ -261,6 +261,7 @@ ERROR_CASES = [
     ("serve canary", VALID + "serve: {canary_percent: 150}\n", "serve.canary_percent"),
     ("serve unknown key", VALID + "serve: {replicas: 2}\n", "serve.replicas: unknown field"),
     ("serve batch size", VALID + "serve: {batching: {max_batch_size: 0}}\n", "serve.batching.max_batch_size"),
+    ("ray serve mode", VALID + "ray: {serve_mode: turbo}\n", "ray.serve_mode"),
 ]
 
 
