@@ -8,8 +8,8 @@ of the sklearn breast-cancer table) with the same trained model (one registry ve
 
 * **raysys** / **raysys-batch**: ``System.serving.up()``: the Ray Serve deployment
   ``model_server`` with its FastAPI ingress (``/v1/predict``: pydantic validation of the body
-  against the model's input signature, the traffic plan, a request id, the prediction log,
-  ``response_model=PredictResponse``), with ``serve.batching.enabled`` false / true
+  against the model's input signature into typed column arrays, the traffic plan, a request id,
+  the prediction log, the answer as a ``JSONResponse``), with ``serve.batching.enabled`` false / true
   (``@serve.batch``, ``max_batch_size`` 32, ``wait_timeout_s`` 0: raysys's defaults).
 * **fastapi**: one uvicorn process (uvloop + httptools, access log off) with a FastAPI app whose
   ``async`` handler does ``await request.json()``, ``pd.DataFrame(records, columns=inputs)`` and
@@ -32,8 +32,10 @@ of the sklearn breast-cancer table) with the same trained model (one registry ve
 The Ray servers get the same deployment options as raysys: one replica (autoscaling
 ``min = max = initial = 1``, raysys's autoscaling metrics settings), ``--replica-cpus`` CPUs (0.5),
 ``max_ongoing_requests`` 64, on a local Ray started in the server process with
-``ray.init(address="local", num_cpus=2, include_dashboard=True)``; Serve's HTTP proxy listens on a
-free port.
+``ray.init(address="local", num_cpus=2, include_dashboard=True)``; Serve's HTTP ingress listens on
+a free port. ``--serve-mode`` picks Serve's data plane for all of them by setting raysys's
+``SERVE_MODES`` variables before any Ray starts: ``high_throughput`` (raysys's default: HAProxy
+ingress and throughput-optimized replicas) or ``proxy`` (Serve's Python proxy actor).
 
 **Runs.** A *prepare* subprocess ingests the dataset, trains the model (``System.models.train``,
 ``--epochs``), promotes it to champion under a temporary storage root, writes the request bodies

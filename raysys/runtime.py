@@ -43,7 +43,7 @@ _QUIET = False
 SERVE_MODES = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy in front of the ingress replicas
     # instead of the Python proxy actor, and replicas that run requests on their main event loop.
-    # Measured here: ~8x the requests/s of the proxy mode for one small model (benchmarks/README.md).
+    # Measured here: 5-7.5x the requests/s of the proxy mode for one small model (benchmarks/README.md).
     "high_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
 }
