@@ -39,12 +39,11 @@ class PredictResponse(BaseModel):
 
 
 def build_api(server: ModelServer) -> FastAPI:
-    """The FastAPI app of one replica; the request schema is the champion's input signature."""
-    champion = server.champion
+    """The FastAPI app of one replica; the request schema follows the plan being served."""
     app = FastAPI(title=f"raysys: {server.name}", version=raysys.__version__,
-                  description=f"Predictions of the registered model '{server.name}' (task: {champion.task}).")
-    schema = payloads.request_model(champion.signature, server.max_records).model_json_schema(ref_template="#/components/schemas/{model}")
+                  description=f"Predictions of the registered model '{server.name}' (task: {server.champion.task}).")
     _install_error_handlers(app)
+    _document_requests(app, server)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
@@ -52,15 +51,14 @@ def build_api(server: ModelServer) -> FastAPI:
         return {"status": "ok", "model": server.name, "versions": plan.versions, "plan": plan.to_dict()}
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"],
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
               responses={400: {"description": "Malformed JSON"}, 413: {"description": "Too many records"},
                          422: {"description": "A field is missing, unknown or of the wrong type"}})
     async def predict(request: Request) -> JSONResponse:
         """Predict one record or many; the answer names the model version that answered."""
-        body = await _json(request)
-        rows, key = payloads.parse_records(body, server.champion.signature, server.max_records)
+        body, served = await _json(request), server.served
+        rows, key = payloads.parse_records(body, served.signature, server.max_records)
         request_id = request.headers.get(REQUEST_ID) or _new_id()
-        version, answer = await server.predict(rows, key, request_id)
+        version, answer = await server.predict(rows, key, request_id, served)
         # a Response skips FastAPI's re-validation of the answer; response_model still documents it
         return JSONResponse({"request_id": request_id, "model": server.name, "model_version": version, **answer})
 
@@ -78,8 +76,8 @@ def build_api(server: ModelServer) -> FastAPI:
 
     @app.get("/v2/models/{name}", tags=["open inference protocol"])
     async def model_metadata(name: str) -> dict[str, Any]:
-        model = _model(server, name)
-        return payloads.oip_metadata(name, server.plan.versions, model.signature, model.task)
+        model, served = _model(server, name), server.served
+        return payloads.oip_metadata(name, served.plan.versions, served.signature, model.task)
 
     @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
     async def model_ready(name: str) -> dict[str, Any]:
@@ -89,14 +87,34 @@ def build_api(server: ModelServer) -> FastAPI:
     @app.post("/v2/models/{name}/infer", tags=["open inference protocol"])
     async def infer(name: str, request: Request) -> JSONResponse:
         """Open Inference Protocol infer: columnar input tensors, one per model input."""
-        model = _model(server, name)
-        body = await _json(request)
-        rows, request_id, key = payloads.parse_oip(body, model.signature, server.max_records)
+        _model(server, name)
+        body, served = await _json(request), server.served
+        rows, request_id, key = payloads.parse_oip(body, served.signature, server.max_records)
         request_id = request_id or request.headers.get(REQUEST_ID) or _new_id()
-        version, answer = await server.predict(rows, key, request_id)
+        version, answer = await server.predict(rows, key, request_id, served)
         return JSONResponse(payloads.oip_response(name, version, request_id, answer))
 
     return app
+
+
+def _document_requests(app: FastAPI, server: ModelServer) -> None:
+    """OpenAPI for the current plan: ``/v1/predict``'s body is rebuilt when a move changes the inputs."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        signature = server.served.signature
+        if app.openapi_schema is None or app.state.documented != signature:
+            app.openapi_schema = None
+            spec = generate()
+            schema = payloads.request_model(signature, server.max_records).model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(schema.pop("$defs", {}))
+            spec["paths"]["/v1/predict"]["post"]["requestBody"] = {
+                "required": True, "content": {"application/json": {"schema": schema}}}
+            app.state.documented, app.openapi_schema = dict(signature), spec
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _model(server: ModelServer, name: str):

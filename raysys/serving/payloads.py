@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -172,11 +173,11 @@ class Rows:
         return cls(out, len(next(iter(columns.values()), [])))
 
     @classmethod
-    def concat(cls, parts: list[Rows]) -> Rows:
-        """Rows of several requests as one (the same columns in each)."""
-        if len(parts) == 1:
+    def concat(cls, parts: list[Rows], columns: Iterable[str] | None = None) -> Rows:
+        """Rows of several requests as one: ``columns`` (default: the first part's), each part has them."""
+        names = list(parts[0].columns if columns is None else columns)
+        if len(parts) == 1 and columns is None:
             return parts[0]
-        names = parts[0].columns
         return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in names}, sum(p.count for p in parts))
 
     def frame(self) -> pd.DataFrame:

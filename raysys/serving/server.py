@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +27,28 @@ from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a replica serves at one moment: the plan, its loaded versions, the request signature."""
+
+    plan: TrafficPlan
+    models: dict[int, LoadedModel]
+    signature: dict[str, str]
+
+
+def request_signature(plan: TrafficPlan, models: dict[int, LoadedModel]) -> dict[str, str]:
+    """The inputs a request must carry: every column any version of the plan reads.
+
+    A request may be routed to (or copied to) any of them, so it needs all their inputs; a
+    column's type is the champion's, then the challenger's, then the shadow's.
+    """
+    signature: dict[str, str] = {}
+    for version in (plan.champion, plan.challenger, plan.shadow):
+        for column, kind in (models[version].signature.items() if version is not None else ()):
+            signature.setdefault(column, kind)
+    return signature
+
+
 class ModelServer:
     """Replica state: loaded versions, the traffic plan, batching and the prediction log."""
 
@@ -38,16 +61,17 @@ class ModelServer:
         self._batched.set_batch_wait_timeout_s(settings["batching"]["wait_timeout_s"])
         log = settings["prediction_log"]
         self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"]) if log["enabled"] else None
-        self.served: tuple[TrafficPlan, dict[int, LoadedModel]] | None = None
+        self.served: Served | None = None
         self.reconfigure(settings["initial"])  # the app is built before Serve's first reconfigure
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a traffic plan: load what it needs, then swap (Serve calls this in place)."""
         plan = TrafficPlan.from_dict(user_config["plan"])
         artifacts = {int(v): files for v, files in user_config["artifacts"].items()}
-        loaded = self.served[1] if self.served else {}
+        loaded = self.served.models if self.served else {}
         models = {v: loaded.get(v) or self._load(v, artifacts[v]) for v in plan.versions}
-        self.served = plan, models  # one assignment: requests see the old plan or the new one
+        # one assignment: a request sees the old plan or the new one, never a mix
+        self.served = Served(plan, models, request_signature(plan, models))
 
     def _load(self, version: int, files: dict[str, str]) -> LoadedModel:
         """A version's artifacts straight from storage, checksums verified (no registry database)."""
@@ -71,21 +95,23 @@ class ModelServer:
     @property
     def plan(self) -> TrafficPlan:
         """The traffic plan being served."""
-        return self.served[0]
+        return self.served.plan
 
     @property
     def champion(self) -> LoadedModel:
         """The model that answers by default."""
-        plan, models = self.served
-        return models[plan.champion]
+        return self.served.models[self.served.plan.champion]
 
-    async def predict(self, rows: Rows, key: str | None, request_id: str) -> tuple[int, dict[str, Any]]:
+    async def predict(self, rows: Rows, key: str | None, request_id: str,
+                      served: Served | None = None) -> tuple[int, dict[str, Any]]:
         """The answering version and its answer; the shadow's answer is logged, not returned.
 
-        The plan and its models are read once, so a move arriving meanwhile cannot pull a
-        version out from under this request.
+        ``served`` is the snapshot the request was parsed against (default: the current one), so
+        a move arriving meanwhile can neither pull a version out from under the request nor
+        route it to a version that needs inputs it was not checked for.
         """
-        (plan, models), started = self.served, time.perf_counter()
+        served, started = served or self.served, time.perf_counter()
+        plan, models = served.plan, served.models
         version = plan.route(key, random.random())
         try:
             result = await self._answer(models[version], rows)
@@ -116,7 +142,7 @@ class ModelServer:
             picked = [i for i, (m, _) in enumerate(items) if m is model]
             parts = [items[i][1] for i in picked]
             try:
-                whole = answer(model, Rows.concat(parts))
+                whole = answer(model, Rows.concat(parts, model.signature))
             except Exception as error:  # noqa: BLE001 - handed back to that group's requests only
                 for i in picked:
                     results[i] = error

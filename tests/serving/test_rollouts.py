@@ -143,3 +143,43 @@ def test_bad_moves_are_clear_errors_and_change_nothing(served, move, error, mess
         move(rs.serving)
     assert rs.serving.plan() == before
     assert rs.models.registry.aliases(rs.models.name) == aliases and len(rs.serving.audit()) == events
+
+
+def copy_reading_another_input(rs, version: int, column: str) -> int:
+    """Register a copy of ``version`` whose preprocessing also reads ``column`` (no feature uses it)."""
+    import json
+
+    from raysys.modeling.predict import FEATURES
+
+    registry = rs.models.registry
+    source = registry.get(rs.models.name, version)
+    files = registry.load_files(source)
+    state = json.loads(files[FEATURES])
+    state["inputs"].append({"name": column, "type": "float"})
+    files[FEATURES] = json.dumps(state).encode()
+    return registry.register(rs.models.name, files, metrics=source.metrics, lineage=source.lineage,
+                             params=source.params, run_id=None, description=f"also reads {column}").version
+
+
+def test_a_canary_reading_a_new_input_makes_every_request_carry_it(served):
+    rs, url = served
+    version = copy_reading_another_input(rs, 1, "probe")
+    rows = raw_rows(rs, 2)
+    with_probe = [{**row, "probe": 1.0} for row in rows]
+
+    def documented_inputs() -> set[str]:
+        spec = requests.get(f"{url}/openapi.json", timeout=30).json()
+        return set(spec["components"]["schemas"]["Record"]["properties"])
+
+    rs.serving.deploy(str(version), "canary", percent=50)
+    try:
+        missing = requests.post(f"{url}/v1/predict", json={"records": rows}, timeout=30)
+        assert missing.status_code == 422 and missing.json()["field"] == "records[0].probe"
+        assert "probe" in documented_inputs()
+        answered = {requests.post(f"{url}/v1/predict", json={"records": with_probe}, timeout=30).json()["model_version"]
+                    for _ in range(30)}
+        assert answered == {1, version}  # either version may answer, so each request carries both's inputs
+    finally:
+        rs.serving.rollback()
+    assert requests.post(f"{url}/v1/predict", json={"records": rows}, timeout=30).status_code == 200
+    assert "probe" not in documented_inputs()

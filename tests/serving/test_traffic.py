@@ -52,3 +52,16 @@ def test_shadow_never_answers_and_blue_green_ends_the_canary():
 def test_impossible_moves_are_clear_errors(move, message):
     with pytest.raises(RaysysError, match=message):
         move()
+
+
+def test_a_request_carries_every_input_of_the_plan_typed_as_the_champion_reads_it():
+    from types import SimpleNamespace
+
+    from raysys.serving.server import request_signature
+
+    models = {1: SimpleNamespace(signature={"b": "category", "c": "int"}),
+              2: SimpleNamespace(signature={"a": "float", "b": "string"}),
+              3: SimpleNamespace(signature={"d": "bool"})}
+    plan = TrafficPlan(champion=2, challenger=1, canary_percent=10, shadow=3)
+    assert request_signature(plan, models) == {"a": "float", "b": "string", "c": "int", "d": "bool"}
+    assert request_signature(TrafficPlan(champion=1), models) == {"b": "category", "c": "int"}
