@@ -77,7 +77,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -118,12 +117,6 @@ def _psutil():
         sys.path.insert(0, os.path.join(next(iter(spec.submodule_search_locations)), "thirdparty_files"))
         import psutil
     return psutil
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def batching_of(system: str) -> bool:
@@ -810,6 +803,8 @@ def run_level(args: argparse.Namespace, system: str, url: str, level: int, watch
 
 def run_system(args: argparse.Namespace, system: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """One server subprocess, loaded at every concurrency level, then shut down."""
+    from raysys.runtime import free_port
+
     port = free_port()
     ready = os.path.join(args.root, f"ready-{system}.json")
     cmd = [sys.executable, __file__, "--worker", "server", "--system", system, "--port", str(port), "--ready", ready,

@@ -50,11 +50,41 @@ SERVE_MODES = {
 
 
 def cluster_env(cfg: RayConfig) -> dict[str, str]:
-    """Environment variables a Ray that raysys starts gets (its daemons pass them to every worker).
+    """Environment variables for a new Ray that raysys starts (its daemons pass them to every worker).
 
+    In ``high_throughput`` mode the cluster also gets HAProxy files and side ports of its own.
     A variable already set in this process wins, so an operator can override any of them.
     """
-    return {name: os.environ.get(name, value) for name, value in SERVE_MODES[cfg.serve_mode].items()}
+    env = dict(SERVE_MODES[cfg.serve_mode])
+    if cfg.serve_mode == "high_throughput":
+        env.update(_private_haproxy())
+    return {name: os.environ.get(name, value) for name, value in env.items()}
+
+
+def _private_haproxy() -> dict[str, str]:
+    """Serve's HAProxy defaults (``/tmp/haproxy-serve``, ports 8404 and 9101) are the same for every
+    Ray on a machine, so a second local cluster (a test session next to ``serve up``) would
+    overwrite the first one's config and fail to bind: give each cluster its own."""
+    import tempfile
+
+    # short: Serve nests a 56-character node id under it, and HAProxy's socket paths max out at 97
+    folder = tempfile.mkdtemp(prefix="rshap", dir="/tmp" if os.path.isdir("/tmp") else None)
+    return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

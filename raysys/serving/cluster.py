@@ -19,7 +19,7 @@ from pathlib import Path
 
 from raysys.config import SystemConfig
 from raysys.errors import RaysysError
-from raysys.runtime import cluster_env
+from raysys.runtime import cluster_env, free_port
 from raysys.storage import Storage
 
 
@@ -87,7 +87,7 @@ def _start_head(config: SystemConfig, storage: Storage, app_name: str, timeout_s
     """``ray start --head --block`` in its own process group; wait until it accepts drivers."""
     temp = Path(storage.path("serving", app_name)) if "://" not in storage.uri else Path("/tmp")
     temp.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
                "--dashboard-host=127.0.0.1", "--disable-usage-stats"]
     if config.ray.num_cpus:
@@ -115,11 +115,3 @@ def _gcs_ready(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from raysys.runtime import free_port
 from tests.modeling.test_train import sklearn_cfg, system_from
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-SERVE_PORT = free_port()  # Serve's HTTP proxy starts once per Ray session, on one port
+SERVE_PORT = free_port()  # Serve's HTTP ingress starts once per Ray session, on one port
 
 
 def serve_cfg(**override) -> dict:

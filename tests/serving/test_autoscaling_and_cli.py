@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
@@ -111,3 +116,62 @@ def test_cli_serve_up_and_down_a_second_app(served, tmp_path):
     second.write_text(yaml.safe_dump(cfg))
     bad = runner.invoke(app, ["serve", "up", "-c", str(second)])
     assert bad.exit_code == 1 and "nope" in bad.stderr
+
+
+def test_cli_serve_up_starts_its_own_local_ray_when_there_is_none_and_down_stops_it(served, ray_session, tmp_path):
+    """A fresh laptop: no Ray running for this app, so `serve up` starts a head; `down` stops that one only."""
+    import requests
+    import yaml
+
+    from raysys.runtime import free_port
+
+    rs, _ = served
+    cfg = yaml.safe_load(rs.config_path.read_text())
+    port = free_port()
+    cfg["ray"] = {"num_cpus": 1}
+    cfg["serve"] = {**cfg["serve"], "app_name": "own-ray", "port": port, "model": "1",
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    config = tmp_path / "own.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    script = str(Path(sys.executable).with_name("raysys"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # nothing to join
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([script, *args, "-c", str(config), "--json"], env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    record = Path(cfg["storage"]["root"]) / "serving" / "own-ray" / "cluster.json"
+    try:
+        up = cli("serve", "up")
+        head = json.loads(record.read_text())
+        assert up["status"] == "RUNNING" and head["address"] != ray_session.get_runtime_context().gcs_address
+        os.kill(head["pid"], 0)  # the head raysys started is alive
+        rows = raw_rows(rs, 2)
+        answer = requests.post(f"http://127.0.0.1:{port}/v1/predict", json={"records": rows}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["model_version"] == 1
+        assert cli("serve", "status")["status"] == "RUNNING"  # a later command finds the recorded head
+        assert cli("serve", "down")["stopped_local_ray"] is True
+        assert _exits(head["pid"], timeout_s=60)
+        assert requests.get(f"{rs.serving.url}/healthz", timeout=30).status_code == 200  # the session's app is untouched
+    finally:
+        pid = json.loads(record.read_text()).get("pid") if record.exists() else None
+        if pid and not _exits(pid, timeout_s=0):
+            os.killpg(pid, signal.SIGTERM)  # only the head this test started
+
+
+def _exits(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
