@@ -32,8 +32,9 @@ def ensure_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
-        with cluster_environment(cfg):
-            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, **quiet)
+        port = free_port()
+        with cluster_environment(cfg, port):
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_port=port, **quiet)
     if _QUIET:
         _quiet_ray_data()
 
@@ -49,13 +50,17 @@ SERVE_MODES = {
 }
 
 
-def cluster_env(cfg: RayConfig) -> dict[str, str]:
+def cluster_env(cfg: RayConfig, dashboard_port: int) -> dict[str, str]:
     """Environment variables for a new Ray that raysys starts (its daemons pass them to every worker).
 
-    In ``high_throughput`` mode the cluster also gets HAProxy files and side ports of its own.
-    A variable already set in this process wins, so an operator can override any of them.
+    ``RAY_API_SERVER_ADDRESS`` names the cluster's own dashboard (started on ``dashboard_port``):
+    State API clients inside the cluster, such as Ray Train's placement-group cleaner, otherwise
+    look for "the" local Ray in ``/tmp/ray/ray_current_cluster``, which names whichever cluster
+    ``ray start`` ran last, possibly one stopped since; the cleaner then dies and a finished Train
+    run keeps its CPUs. In ``high_throughput`` mode the cluster also gets HAProxy files and side
+    ports of its own. A variable already set in this process wins (an operator's override).
     """
-    env = dict(SERVE_MODES[cfg.serve_mode])
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}", **SERVE_MODES[cfg.serve_mode]}
     if cfg.serve_mode == "high_throughput":
         env.update(_private_haproxy())
     return {name: os.environ.get(name, value) for name, value in env.items()}
@@ -88,9 +93,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster_environment(cfg: RayConfig) -> Iterator[None]:
+def cluster_environment(cfg: RayConfig, dashboard_port: int) -> Iterator[None]:
     """Start a local Ray inside this block to give it :func:`cluster_env` (this process's env is restored)."""
-    extra = cluster_env(cfg)
+    extra = cluster_env(cfg, dashboard_port)
     before = {name: os.environ.get(name) for name in extra}
     os.environ.update(extra)
     try:

@@ -21,10 +21,12 @@ def ray_session():
     if started:
         # log_to_driver=False as in the CLI: worker and raylet lines must not mix into captured stdout
         from raysys.config import RayConfig
-        from raysys.runtime import cluster_environment
+        from raysys.runtime import cluster_environment, free_port
 
-        with cluster_environment(RayConfig()):  # Serve's mode as raysys starts it (high throughput)
-            ray.init("local", num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+        port = free_port()
+        with cluster_environment(RayConfig(), port):  # as raysys starts a Ray (Serve's high-throughput mode)
+            ray.init("local", num_cpus=2, include_dashboard=True, dashboard_port=port, logging_level="WARNING",
+                     log_to_driver=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

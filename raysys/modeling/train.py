@@ -9,8 +9,12 @@ the metric history and the final weights (safetensors bytes) as the run's return
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -243,7 +247,8 @@ def run_trainer(spec: TrainSpec, datasets: dict[str, Any], cfg: TrainConfig, sto
         ),
         datasets=datasets,
     )
-    result = trainer.fit()
+    with _sigint_restored():
+        result = trainer.fit()
     if result.error or not result.return_value:
         raise RaysysError(f"training failed: {_first_line(result.error)}")
     output = result.return_value
@@ -254,6 +259,23 @@ def run_trainer(spec: TrainSpec, datasets: dict[str, Any], cfg: TrainConfig, sto
         checkpoint_path=result.checkpoint.path if result.checkpoint else None,
         resumed_from_checkpoint=output["resumed"],
     )
+
+
+@contextlib.contextmanager
+def _sigint_restored() -> Iterator[None]:
+    """Put back the SIGINT handler that ``trainer.fit()`` replaces in the main thread.
+
+    Ray Train's handler closes over the run's controller actor, so the finished run's controller
+    (and what it holds) stays alive until the next ``fit`` in the main thread replaces the
+    handler, which may be never: Tune trials run ``fit`` off the main thread.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _first_line(error: BaseException | None) -> str:

@@ -37,13 +37,28 @@ class ServingCluster:
 
         if self.started_pid is None:
             return False
+        address = _record(self.storage, self.app_name).get("address")
         ray.shutdown()
         try:
             os.killpg(self.started_pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        _forget_as_current(address)
         self.storage.write_json({}, "serving", self.app_name, "cluster.json")
         return True
+
+
+def _forget_as_current(address: str | None) -> None:
+    """`ray start` named this head "the" local Ray in /tmp/ray/ray_current_cluster; once it is
+    stopped, a stale entry would send Ray's address auto-detection to a dead cluster."""
+    from ray._common.utils import get_ray_address_file
+
+    current = Path(get_ray_address_file(None))
+    try:  # the file holds the node's IP, the record 127.0.0.1: the GCS port tells them apart
+        if address and current.read_text().strip().rsplit(":", 1)[-1] == address.rsplit(":", 1)[-1]:
+            current.unlink()
+    except OSError:
+        pass
 
 
 def connect_serving_cluster(config: SystemConfig, storage: Storage, app_name: str, address: str | None,
@@ -87,13 +102,13 @@ def _start_head(config: SystemConfig, storage: Storage, app_name: str, timeout_s
     """``ray start --head --block`` in its own process group; wait until it accepts drivers."""
     temp = Path(storage.path("serving", app_name)) if "://" not in storage.uri else Path("/tmp")
     temp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
-               "--dashboard-host=127.0.0.1", "--disable-usage-stats"]
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
     if config.ray.num_cpus:
         command.append(f"--num-cpus={config.ray.num_cpus}")
     log = open(temp / "ray-head.log", "ab")  # noqa: SIM115 - the head keeps writing after we return
-    env = {**os.environ, **cluster_env(config.ray)}
+    env = {**os.environ, **cluster_env(config.ray, dashboard_port)}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

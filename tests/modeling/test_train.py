@@ -99,7 +99,17 @@ def registered_checkpoint(train_dir: Path) -> bool:
     return False
 
 
-def test_worker_killed_mid_training_resumes_from_its_checkpoint(make_system, tmp_path):
+def wait_until_no_placement_groups(ray, timeout_s: float = 60.0) -> bool:
+    """True once every placement group is removed: a finished run holds no CPUs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values()):
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_worker_killed_mid_training_resumes_from_its_checkpoint(make_system, ray_session, tmp_path):
     rs = make_system(sklearn_cfg("breast_cancer", "binary", epochs=10, max_failures=1, early_stopping=None))
     rs.data.ingest()
     pid_file = tmp_path / "pids.txt"
@@ -123,6 +133,8 @@ def test_worker_killed_mid_training_resumes_from_its_checkpoint(make_system, tmp
     assert starts[0].endswith("fresh") and starts[1].endswith("resumed"), starts
     assert result.resumed_from_checkpoint and len(result.history) == 10  # history survives the restart
     assert result.metrics["metrics"]["accuracy"] >= 0.9
+    # the run's controller and its placement group go away with it (nothing left to block a later search)
+    assert wait_until_no_placement_groups(ray_session)
 
 
 def test_unknown_model_type_is_a_config_error(make_system):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raysys.errors import ConfigError
-from tests.modeling.test_train import sklearn_cfg
+from tests.modeling.test_train import sklearn_cfg, wait_until_no_placement_groups
 from tests.test_cli_models import as_json, invoke
 
 
@@ -41,18 +41,7 @@ def test_run_with_tune_searches_and_registers_the_best_trial(write_config, ray_s
     assert search["status"] == "finished" and len(search["history"]) == 3  # one row per trial
     assert min(row["val_loss"] for row in search["history"]) == ran["tune"]["best_metrics"]["val_loss"]
     # every trial's Train run gives its CPUs back: nothing stays reserved after the search
-    assert _wait_until_no_placement_groups(ray_session)
-
-
-def _wait_until_no_placement_groups(ray, timeout_s: float = 60.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values()):
-            return True
-        time.sleep(1)
-    return False
+    assert wait_until_no_placement_groups(ray_session)
 
 
 def test_search_space_and_trial_parameters():

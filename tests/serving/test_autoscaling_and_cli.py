@@ -154,6 +154,8 @@ def test_cli_serve_up_starts_its_own_local_ray_when_there_is_none_and_down_stops
         assert cli("serve", "status")["status"] == "RUNNING"  # a later command finds the recorded head
         assert cli("serve", "down")["stopped_local_ray"] is True
         assert _exits(head["pid"], timeout_s=60)
+        current = Path("/tmp/ray/ray_current_cluster")  # `ray start` named the head "the" local Ray there
+        assert not current.exists() or current.read_text().rsplit(":", 1)[-1].strip() != head["address"].rsplit(":", 1)[-1]
         assert requests.get(f"{rs.serving.url}/healthz", timeout=30).status_code == 200  # the session's app is untouched
     finally:
         pid = json.loads(record.read_text()).get("pid") if record.exists() else None
