@@ -42,7 +42,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -52,11 +51,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from bench_common import TreeThread, vendored_psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -65,19 +65,6 @@ SAMPLE_S = 0.2
 GIB = 1024**3
 #: Under --memory-limit-gb, the share of the budget given to Ray's object store.
 OBJECT_STORE_SHARE = 0.3
-
-
-def _psutil():
-    """psutil, or the copy Ray vendors (the venv has no top-level psutil)."""
-    try:
-        import psutil
-    except ImportError:
-        spec = importlib.util.find_spec("ray")
-        if spec is None or not spec.submodule_search_locations:
-            raise
-        sys.path.insert(0, os.path.join(next(iter(spec.submodule_search_locations)), "thirdparty_files"))
-        import psutil
-    return psutil
 
 
 def log(message: str) -> None:
@@ -322,33 +309,20 @@ def _warm_up(ray) -> None:
 # =========================================================================== parent side
 
 
-class TreeSampler(threading.Thread):
+class TreeSampler(TreeThread):
     """Samples the memory of a process and all its descendants every SAMPLE_S seconds."""
 
     def __init__(self, pid: int, cap_bytes: int | None):
-        super().__init__(daemon=True)
-        self.psutil = _psutil()
-        self.root = self.psutil.Process(pid)
+        super().__init__(pid)
         self.cap_bytes = cap_bytes
         # (t, pss, uss, rss, processes, cumulative CPU seconds of every process seen so far)
         self.samples: list[tuple[float, int, int, int, int, float]] = []
-        self.known: dict[int, Any] = {pid: self.root}
         self.cpu: dict[tuple[int, float], float] = {}
         self.peak_breakdown: tuple[int, list[tuple[int, str]]] = (0, [])  # PSS per process
         self.killed_over_cap = False
-        self.stop = threading.Event()
         vm = self.psutil.virtual_memory()
         self.base_used, self.base_shared = vm.used, getattr(vm, "shared", 0)
         self.peak_used_delta = self.peak_shared_delta = 0
-
-    def tree(self) -> list[Any]:
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except self.psutil.Error:
-            return []
-        for proc in procs:
-            self.known.setdefault(proc.pid, proc)
-        return procs
 
     def sample(self) -> None:
         pss = uss = rss = count = 0
@@ -380,14 +354,6 @@ class TreeSampler(threading.Thread):
             self.sample()
             self.stop.wait(SAMPLE_S)
 
-    def kill_all(self) -> None:
-        """Kill the subprocess and every descendant seen (by pid, only processes it started)."""
-        for proc in [*self.tree(), *self.known.values()]:
-            try:
-                if proc.is_running():
-                    proc.send_signal(signal.SIGKILL)
-            except self.psutil.Error:
-                pass
 
     def cpu_between(self, start: float, end: float) -> float:
         """CPU seconds (user + system) the whole tree used between two times (±SAMPLE_S)."""
@@ -562,7 +528,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                             "cpus": os.cpu_count()}
     try:
-        info["ram_gib"] = round(_psutil().virtual_memory().total / GIB, 1)
+        info["ram_gib"] = round(vendored_psutil().virtual_memory().total / GIB, 1)
     except Exception as error:  # noqa: BLE001
         info["ram_gib"] = f"unknown ({error})"
     for name in ("ray", "pandas", "pyarrow", "numpy"):

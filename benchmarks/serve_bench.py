@@ -71,12 +71,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +83,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from bench_common import TreeThread
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1024**3
@@ -104,19 +104,6 @@ GRACE_S = 10.0  # how long the client waits for answers still in flight after th
 def log(message: str) -> None:
     """A progress line on stderr."""
     print(f"[serve_bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _psutil():
-    """psutil, or the copy Ray vendors (the venv has no top-level psutil)."""
-    try:
-        import psutil
-    except ImportError:
-        spec = importlib.util.find_spec("ray")
-        if spec is None or not spec.submodule_search_locations:
-            raise
-        sys.path.insert(0, os.path.join(next(iter(spec.submodule_search_locations)), "thirdparty_files"))
-        import psutil
-    return psutil
 
 
 def batching_of(system: str) -> bool:
@@ -632,28 +619,15 @@ def group_of(proc: Any, root_pid: int, system: str) -> str:
     return "ray other"
 
 
-class TreeWatch(threading.Thread):
+class TreeWatch(TreeThread):
     """Memory samples of a process tree every interval; CPU snapshots on demand."""
 
     def __init__(self, pid: int, system: str, interval_s: float):
-        super().__init__(daemon=True)
-        self.psutil = _psutil()
+        super().__init__(pid)
         self.root_pid, self.system, self.interval_s = pid, system, interval_s
-        self.root = self.psutil.Process(pid)
-        self.known: dict[int, Any] = {pid: self.root}
         self.groups: dict[tuple[int, float], str] = {}
         self.samples: list[tuple[float, int, int, int]] = []  # (t, pss, rss, processes)
         self.peak_parts: tuple[int, dict[str, int]] = (0, {})
-        self.stop = threading.Event()
-
-    def tree(self) -> list[Any]:
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except self.psutil.Error:
-            return []
-        for proc in procs:
-            self.known.setdefault(proc.pid, proc)
-        return procs
 
     def group(self, proc: Any) -> str:
         key = (proc.pid, proc.create_time())
@@ -704,15 +678,6 @@ class TreeWatch(threading.Thread):
         if not rows:
             return {"pss": 0, "rss": 0, "processes": 0}
         return {"pss": max(r[1] for r in rows), "rss": max(r[2] for r in rows), "processes": max(r[3] for r in rows)}
-
-    def kill_all(self) -> None:
-        """SIGKILL the server and every descendant seen (only processes this benchmark started)."""
-        for proc in [*self.tree(), *self.known.values()]:
-            try:
-                if proc.is_running():
-                    proc.send_signal(signal.SIGKILL)
-            except self.psutil.Error:
-                pass
 
 
 def alive(proc: Any) -> bool:
