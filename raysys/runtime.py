@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from raysys.config import RayConfig
 from raysys.errors import RaysysError, SourceError
@@ -32,14 +33,21 @@ def ensure_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
-        port = free_port()
-        with cluster_environment(cfg, port):
-            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_port=port, **quiet)
+        start_local_ray(cfg, **quiet)
     if _QUIET:
         _quiet_ray_data()
 
 
 _QUIET = False
+
+
+def start_local_ray(cfg: RayConfig, **options: Any) -> None:
+    """A new local Ray as raysys runs one: :func:`cluster_env` and its own dashboard (``ray.init`` options pass on)."""
+    import ray
+
+    port = free_port()
+    with cluster_environment(cfg, port):
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_port=port, **options)
 
 SERVE_MODES = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy in front of the ingress replicas

@@ -21,12 +21,10 @@ def ray_session():
     if started:
         # log_to_driver=False as in the CLI: worker and raylet lines must not mix into captured stdout
         from raysys.config import RayConfig
-        from raysys.runtime import cluster_environment, free_port
+        from raysys.runtime import start_local_ray
 
-        port = free_port()
-        with cluster_environment(RayConfig(), port):  # as raysys starts a Ray (Serve's high-throughput mode)
-            ray.init("local", num_cpus=2, include_dashboard=True, dashboard_port=port, logging_level="WARNING",
-                     log_to_driver=False)
+        # as raysys starts a Ray (Serve's high-throughput mode, its own dashboard address)
+        start_local_ray(RayConfig(num_cpus=2), logging_level="WARNING", log_to_driver=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

@@ -44,8 +44,9 @@ def request_signature(plan: TrafficPlan, models: dict[int, LoadedModel]) -> dict
     """
     signature: dict[str, str] = {}
     for version in (plan.champion, plan.challenger, plan.shadow):
-        for column, kind in (models[version].signature.items() if version is not None else ()):
-            signature.setdefault(column, kind)
+        if version is not None:
+            for column, kind in models[version].signature.items():
+                signature.setdefault(column, kind)
     return signature
 
 
