@@ -137,23 +137,9 @@ def quiet_logs() -> None:
     global _QUIET
     _QUIET = True
     logging.getLogger("ray").setLevel(logging.ERROR)
-    _driver_messages_to_stderr()
+    from raysys.ray_compat import redirect_driver_prints_to_stderr
 
-
-def _driver_messages_to_stderr() -> None:
-    """Ray prints raylet warnings (e.g. "N worker processes have been started") to stdout, which
-    would corrupt ``--json`` output; send every line Ray prints on the driver to stderr instead."""
-    from ray._private import worker
-
-    original = getattr(worker, "print_to_stdstream", None)  # private: if Ray renames it, lines stay on stdout
-    if original is None or getattr(original, "_raysys", False):
-        return
-
-    def to_stderr(data: dict, ignore_prefix: bool) -> None:
-        original({**data, "is_err": True}, ignore_prefix)
-
-    to_stderr._raysys = True  # type: ignore[attr-defined]
-    worker.print_to_stdstream = to_stderr
+    redirect_driver_prints_to_stderr()  # raylet warnings would corrupt --json stdout
 
 
 def quiet_serve_logs() -> None:

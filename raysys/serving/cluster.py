@@ -51,9 +51,12 @@ class ServingCluster:
 def _forget_as_current(address: str | None) -> None:
     """`ray start` named this head "the" local Ray in /tmp/ray/ray_current_cluster; once it is
     stopped, a stale entry would send Ray's address auto-detection to a dead cluster."""
-    from ray._common.utils import get_ray_address_file
+    from raysys.ray_compat import ray_address_file
 
-    current = Path(get_ray_address_file(None))
+    path = ray_address_file()
+    if path is None:
+        return
+    current = Path(path)
     try:  # the file holds the node's IP, the record 127.0.0.1: the GCS port tells them apart
         if address and current.read_text().strip().rsplit(":", 1)[-1] == address.rsplit(":", 1)[-1]:
             current.unlink()

@@ -188,11 +188,10 @@ def server_deployment(settings: dict[str, Any], user_config: dict[str, Any], ser
     ``serve.run`` and restarts every replica (still without failed requests, but slower).
     """
     auto = serve_cfg.autoscaling
+    from raysys.ray_compat import pin_deployment_version
+
     deployment = serve.deployment(serve.ingress()(ModelServer), name="model_server")
-    try:
-        deployment = deployment.options(version=code_version, _internal=True)
-    except (TypeError, ValueError):  # the private switch moved: fall back to rolling restarts
-        pass
+    deployment = pin_deployment_version(deployment, code_version)
     return deployment.options(
         ray_actor_options={"num_cpus": serve_cfg.num_cpus},
         max_ongoing_requests=serve_cfg.max_ongoing_requests,
