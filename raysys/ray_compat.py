@@ -27,7 +27,7 @@ HAPROXY_SETTINGS = ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCK
 ASGI_BUILDER = "__serve_build_asgi_app__"  # a class with this method is a late-bound Serve ingress
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fallback(hook: str, consequence: str) -> None:
     """Log (once per hook) that a private Ray API is gone and what raysys does instead."""
     import ray
@@ -104,7 +104,7 @@ def asgi_builder_supported() -> bool:
 def unknown_serve_settings() -> list[str]:
     """The ``RAY_SERVE_*`` variables raysys sets that Serve's constants no longer read (empty: all read)."""
     try:
-        import ray.serve._private.constants as constants
+        from ray.serve._private import constants
     except ImportError:
         return [*SERVE_MODE_SWITCHES, *HAPROXY_SETTINGS]
     unknown = [name for name in (*SERVE_MODE_SWITCHES, *HAPROXY_SETTINGS) if not hasattr(constants, name)]
