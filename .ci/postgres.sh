@@ -6,8 +6,10 @@
 # Installs Debian's `postgresql` package if no server binaries are found, initialises a private
 # cluster in $RAYSYS_PG_DATA (default /tmp/raysys-pg, owned by the `postgres` user), listens on
 # 127.0.0.1:$RAYSYS_PG_PORT (default 54329) with its socket in the data dir, and makes the role
-# and database raysys/raysys (password raysys). fsync is off: this is test data only.
-# Idempotent: a second run reuses the server it started. Stop it with
+# and database raysys/raysys. The role's password is random, kept in $DATA/raysys.password
+# (mode 600), and printed nowhere but in the URL on stdout; it never appears on a command line.
+# fsync is off: this is test data only.
+# Idempotent: a second run reuses the server and the password it made. Stop it with
 #   runuser -u postgres -- /usr/lib/postgresql/*/bin/pg_ctl -D /tmp/raysys-pg stop
 set -euo pipefail
 
@@ -84,16 +86,22 @@ fi
 psql_admin() {
     "$BIN/psql" -X -q -h "$DATA" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -tA "$@"
 }
-if [[ -z $(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'raysys'") ]]; then
-    psql_admin -c "CREATE ROLE raysys LOGIN CREATEDB PASSWORD 'raysys'" >&2 || die "cannot create role"
-else
-    psql_admin -c "ALTER ROLE raysys LOGIN PASSWORD 'raysys'" >&2 || die "cannot alter role"
+PASSWORD_FILE="$DATA/raysys.password"
+if [[ ! -s "$PASSWORD_FILE" ]]; then  # hex: nothing to escape in SQL or in the URL
+    (umask 077 && od -An -N18 -tx1 /dev/urandom | tr -d ' \n' >"$PASSWORD_FILE") \
+        || die "cannot write $PASSWORD_FILE"
 fi
+PASSWORD=$(cat "$PASSWORD_FILE")
+if [[ -z $(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'raysys'") ]]; then
+    psql_admin -c "CREATE ROLE raysys LOGIN CREATEDB" >&2 || die "cannot create role"
+fi
+# on stdin, not in psql's arguments (which any local user can list)
+psql_admin <<<"ALTER ROLE raysys LOGIN PASSWORD '$PASSWORD'" >&2 || die "cannot set the password"
 if [[ -z $(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'raysys'") ]]; then
     psql_admin -c "CREATE DATABASE raysys OWNER raysys" >&2 || die "cannot create database"
 fi
 
-URL="postgresql://raysys:raysys@127.0.0.1:$PORT/raysys"
-[[ $("$BIN/psql" -X -tA "$URL" -c "SELECT 1" 2>&1) == 1 ]] \
+[[ $(PGPASSWORD="$PASSWORD" "$BIN/psql" -X -tA -h 127.0.0.1 -p "$PORT" -U raysys -d raysys \
+      -c "SELECT 1" 2>&1) == 1 ]] \
     || die "cannot log in over TCP as raysys on 127.0.0.1:$PORT"
-echo "$URL"
+echo "postgresql://raysys:$PASSWORD@127.0.0.1:$PORT/raysys"

@@ -1,7 +1,8 @@
 """The audit trail: one immutable JSON record per action (deploys, rollbacks, alias moves, …).
 
 Each event is its own file under ``audit/`` (no appends, so it works on object stores too);
-:func:`read_audit` returns them oldest first.
+:func:`read_audit` returns them oldest first. Secrets in an event's details and reason (a URL's
+password, a remembered config secret) are masked before it is written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from raysys.secrets import mask_text, mask_values
 from raysys.storage import Storage
 
 AUDIT_DIR = "audit"
@@ -20,8 +22,8 @@ def record(storage: Storage, action: str, details: dict[str, Any], actor: str | 
            reason: str = "") -> dict[str, Any]:
     """Write one audit event and return it."""
     at = datetime.now(timezone.utc)
-    event = {"at": at.isoformat(), "action": action, "actor": actor or getpass.getuser(), "reason": reason,
-             **details}
+    event = {"at": at.isoformat(), "action": action, "actor": actor or getpass.getuser(),
+             "reason": mask_text(reason), **mask_values(details)}
     storage.write_json(event, AUDIT_DIR, f"{at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.json")
     return event
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raysys.errors import RaysysError, ValidationFailed
+from raysys.secrets import mask_text, mask_values
 
 ConfigOption = Annotated[
     str | None,
@@ -42,12 +43,13 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except RaysysError as error:
+            message = mask_text(str(error))  # no secret of the config leaves in an error
             if as_json:
-                payload = {"error": str(error)}
+                payload = {"error": message}
                 if isinstance(error, ValidationFailed):
-                    payload["report"] = error.report
+                    payload["report"] = mask_values(error.report)
                 print(json.dumps(payload, default=str))
-            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -1,7 +1,12 @@
 """Read records from a paginated JSON HTTP API (plain ``requests``, no Ray).
 
 ``iter_pages`` yields the record list of each page; every failure is a one-line ``SourceError``
-naming the request URL, with the values of secret-looking query parameters masked.
+naming the request URL, with the source's secrets (header values, secret-looking parameters, a
+URL password) masked, also where the server echoes them back.
+
+The source's headers go to the source's origin (scheme, host, port) only: a ``next_link`` or a
+redirect to another origin is refused with an error naming both origins, rather than followed
+with the credentials (``requests`` itself would keep every header but ``Authorization``).
 """
 
 from __future__ import annotations
@@ -10,32 +15,42 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from raysys.config import HttpSource
 from raysys.errors import SourceError
+from raysys.secrets import mask_text, mask_url, source_secrets
 
 MAX_DELAY_S = 30.0
-_SECRET_NAME = re.compile(r"token|key|secret|passw|auth|signature|credential", re.IGNORECASE)
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def mask_http_url(url: str) -> str:
-    """The URL with secret-looking query values and any userinfo password replaced by ***."""
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL (default ports filled in); SourceError if it has none."""
     try:
         parts = urlsplit(url)
-        query = urlencode(
-            [(k, "***" if _SECRET_NAME.search(k) else v) for k, v in parse_qsl(parts.query, True)],
-            safe="*/:",
-        )
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else netloc
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return url.split("?", 1)[0]
+        scheme, host = parts.scheme.lower(), parts.hostname
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a bad port or IPv6 literal
+        host = port = None
+    if not (host and port):
+        raise SourceError(f"http source: no scheme, host and port in {mask_url(url)!r}")
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def check_origin(cfg: HttpSource, url: str, how: str) -> None:
+    """Refuse to send the source's headers to another origin than its URL's."""
+    if not cfg.headers:
+        return
+    source, target = origin(cfg.url), origin(url)
+    if target != source:
+        raise SourceError(f"http source {mask_url(cfg.url)}: {how} leads to {target}, another "
+                          f"origin than the source's {source}; refusing to send the source's "
+                          f"headers there")
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -64,18 +79,17 @@ def _get_json(
     try:
         full = requests.Request("GET", url, params=params).prepare().url or url
     except requests.RequestException as error:  # no scheme, bad host
-        raise SourceError(f"http source {mask_http_url(url)}: invalid URL "
+        raise SourceError(f"http source {mask_url(url)}: invalid URL "
                           f"({type(error).__name__})") from None
-    where = f"http source {mask_http_url(full)}"
+    where = f"http source {mask_url(full)}"
     for attempt in range(cfg.max_retries + 1):
         delay = min(cfg.backoff_s * 2**attempt, MAX_DELAY_S)
         try:
-            response = session.get(url, params=params, headers=cfg.headers, timeout=cfg.timeout_s)
+            response = _get_following(session, cfg, url, params)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
             reason = _connection_reason(error)
         except requests.RequestException as error:
-            reason = str(error).replace(full, mask_http_url(full)).replace(url, mask_http_url(url))
-            raise SourceError(f"{where}: {_one_line(reason)}") from None
+            raise SourceError(f"{where}: {_one_line(mask_text(str(error)))}") from None
         else:
             status = response.status_code
             if status == 429 or status >= 500:
@@ -99,8 +113,25 @@ def _get_json(
     raise SourceError(f"{where}: {reason}{retries}")
 
 
+def _get_following(
+    session: requests.Session, cfg: HttpSource, url: str, params: dict[str, Any]
+) -> requests.Response:
+    """GET, following redirects within the source's origin only (:func:`check_origin`)."""
+    response = session.get(url, params=params, headers=cfg.headers, timeout=cfg.timeout_s,
+                           allow_redirects=False)
+    for _ in range(MAX_REDIRECTS):
+        location = response.headers.get("Location")
+        if response.status_code not in _REDIRECTS or not location:
+            return response
+        target = urljoin(response.url, location)
+        check_origin(cfg, target, f"a redirect (HTTP {response.status_code})")
+        response = session.get(target, headers=cfg.headers, timeout=cfg.timeout_s,
+                               allow_redirects=False)
+    raise requests.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
 def _records(body: Any, cfg: HttpSource, page_url: str) -> list[dict]:
-    where = f"http source {mask_http_url(page_url)}"
+    where = f"http source {mask_url(page_url)}"
     field = cfg.records_field
     if field is None:
         records = body
@@ -123,6 +154,13 @@ def _records(body: Any, cfg: HttpSource, page_url: str) -> list[dict]:
 
 def iter_pages(cfg: HttpSource, session: requests.Session | None = None) -> Iterator[list[dict]]:
     """Yield the records of each page, following ``cfg.pagination``; empty pages are skipped."""
+    try:
+        yield from _pages(cfg, session)
+    except SourceError as error:  # a server may echo a header or parameter back in its answer
+        raise SourceError(mask_text(str(error), source_secrets(cfg.model_dump()))) from None
+
+
+def _pages(cfg: HttpSource, session: requests.Session | None) -> Iterator[list[dict]]:
     own_session = session is None
     session = session or requests.Session()
     pag = cfg.pagination
@@ -149,13 +187,14 @@ def iter_pages(cfg: HttpSource, session: requests.Session | None = None) -> Iter
             if value is None or value == "":
                 return
             if (key, str(value)) in seen:
-                raise SourceError(f"http source {mask_http_url(page_url)}: pagination loops "
+                raise SourceError(f"http source {mask_url(page_url)}: pagination loops "
                                   f"('{key}' repeats a value)")
             seen.add((key, str(value)))
             if pag.style == "cursor":
                 params[pag.cursor_param] = value
             else:  # next_link: the link carries its own query string
                 url, params = urljoin(page_url, str(value)), {}
+                check_origin(cfg, url, f"the next link ('{key}')")
     finally:
         if own_session:
             session.close()

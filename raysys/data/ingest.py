@@ -23,10 +23,11 @@ from ray.data.datasource import Datasink, WriteResult
 
 from raysys.config import ColumnSpec, DataConfig, SchemaConfig
 from raysys.data import stats, uniqueness, validation
-from raysys.data.sources import RAW_LINE, SOURCE_ERROR, describe, read_source
+from raysys.data.sources import RAW_LINE, SOURCE_ERROR, read_source
 from raysys.data.store import DatasetStore, Manifest, combine_hashes, rows_hash, version_id
 from raysys.errors import ValidationFailed
 from raysys.runtime import user_errors
+from raysys.secrets import mask_source
 from raysys.storage import Storage
 
 REASON = "_reason"
@@ -199,7 +200,7 @@ def run_ingest(store: DatasetStore, data: DataConfig, publish: bool = True) -> I
         summary = sink.result or TaskSummary()
         report = build_report(summary, schema)
         check_dataset_level(store, summary, schema, report)
-        manifest = build_manifest(store, data.name, describe(data.source), schema, summary, report)
+        manifest = build_manifest(store, data.name, data.source.model_dump(mode="json"), schema, summary, report)
         if not publish:
             store.discard(staging)
             return IngestResult(manifest, False, report)
@@ -268,7 +269,7 @@ def build_manifest(store: DatasetStore, name: str, source: dict[str, Any], schem
         stats=stats.finalize_stats(summary.stats) if summary.stats else {},
         stats_partial=summary.stats,
         quarantine_reasons=report["quarantine_reasons"],
-        source=source,
+        source=mask_source(source),  # the manifest leaves the process: no secrets in it
         parent=parent.version if parent else None,
     )
 

@@ -43,16 +43,6 @@ SOURCE_ERROR = "_source_error"
 RAW_LINE = "_raw"
 
 
-def describe(cfg: SourceConfig) -> dict[str, Any]:
-    """The source config as recorded in a manifest, secrets masked."""
-    data = cfg.model_dump(mode="json")
-    if isinstance(cfg, SqlSource):
-        data["url"] = sql.mask_url(cfg.url)
-    if isinstance(cfg, HttpSource):
-        data["headers"] = {k: "***" for k in cfg.headers}
-    return data
-
-
 def read_source(cfg: SourceConfig, columns: dict[str, ColumnSpec]) -> ray.data.Dataset:
     """Open a source lazily as a Ray Dataset; ``columns`` are the declared expectations."""
     readers = {

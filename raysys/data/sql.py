@@ -1,6 +1,7 @@
 """SQL sources: the query to run, a connection probe, and a picklable DB-API connection factory.
 
-URLs are SQLAlchemy URLs. ``postgresql://`` (and the legacy ``postgres://``) is rewritten to
+URLs are SQLAlchemy URLs, shown with their password masked (:func:`raysys.secrets.mask_url`,
+also in driver messages). ``postgresql://`` (and the legacy ``postgres://``) is rewritten to
 ``postgresql+psycopg://``: SQLAlchemy's default PostgreSQL driver is psycopg2, which raysys does
 not install; psycopg 3 is. An explicit driver (``postgresql+psycopg2://``) is left alone.
 """
@@ -8,7 +9,6 @@ not install; psycopg 3 is. An explicit driver (``postgresql+psycopg2://``) is le
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from raysys.config import SqlSource
 from raysys.errors import SourceError
+from raysys.secrets import mask_text, mask_url, url_secrets
 
 # Per backend, the DB-API connect() keyword for the connect timeout, and whether it takes an int.
 _TIMEOUT_ARG: dict[str, tuple[str, bool]] = {
@@ -38,14 +39,6 @@ def _parse(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return re.sub(r"([^\s:/@]*:)[^\s@/]*@", r"\1***@", url)
 
 
 def build_query(cfg: SqlSource) -> str:
@@ -97,11 +90,8 @@ def _engine(url: str, connect_timeout_s: float | None) -> sa.Engine:
 
 
 def _failure(url: str, stage: str, error: BaseException) -> SourceError:
-    """One-line SourceError naming the masked URL; the password is masked in the reason too."""
-    reason = _reason(error)
-    password = _parse(url).password
-    if password:
-        reason = reason.replace(str(password), "***")
+    """One-line SourceError naming the masked URL; the URL's secrets are masked in the reason too."""
+    reason = mask_text(_reason(error), url_secrets(url))
     return SourceError(f"sql source {mask_url(url)}: {stage}: {reason}")
 
 

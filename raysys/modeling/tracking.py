@@ -2,10 +2,11 @@
 
 Each run writes ``runs/<run_id>/run.json`` (kind, status, config, tags, dataset version, times,
 summary, model reference, W&B path) and ``runs/<run_id>/metrics.jsonl`` (one JSON object per
-logged step) through :class:`~raysys.storage.Storage`. On a local root each step is appended to
-``metrics.jsonl`` as it is logged; on a remote root (s3://, gs://) the history is kept in memory
-and the whole file is rewritten on each flush (every ``REMOTE_FLUSH_EVERY`` steps, on
-``summary``/``reference_model`` and at the end).
+logged step); the config, tags and error are recorded there and in W&B with their secrets
+masked (:mod:`raysys.secrets`). Files are written through :class:`~raysys.storage.Storage`.
+On a local root each step is appended to ``metrics.jsonl`` as it is logged; on a remote root
+(s3://, gs://) the history is kept in memory and the whole file is rewritten on each flush
+(every ``REMOTE_FLUSH_EVERY`` steps, on ``summary``/``reference_model`` and at the end).
 
 W&B (``tracking.wandb``) is imported only when enabled. It runs online only when
 ``WANDB_API_KEY`` is set and ``WANDB_MODE`` is not offline/disabled, so it never prompts for a
@@ -33,6 +34,7 @@ import pyarrow.fs as pafs
 
 from raysys.config import TrackingConfig
 from raysys.errors import NotFound, RaysysError
+from raysys.secrets import mask_config, mask_text, mask_values
 from raysys.storage import Storage
 
 if TYPE_CHECKING:
@@ -157,7 +159,8 @@ class Run:
         """End the run with a status (finished or failed); a second call does nothing."""
         if self.record["status"] != "running":
             return
-        self.record.update(status=status, ended_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), error=error)
+        ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.record.update(status=status, ended_at=ended, error=error and mask_text(error))
         if self._wandb is not None:
             try:
                 self._wandb.finish(exit_code=0 if status == "finished" else 1)
@@ -181,8 +184,9 @@ class Run:
                 tags=self.record["tags"] or None, dir=root, mode=mode, settings=settings,
             )
         except Exception as error:  # noqa: BLE001 - tracking must not stop the work
-            logger.warning("W&B did not start (%s); keeping the local record only", error)
-            self.record["wandb"] = {"mode": mode, "error": str(error)}
+            logger.warning("W&B did not start (%s); keeping the local record only",
+                           mask_text(str(error)))
+            self.record["wandb"] = {"mode": mode, "error": mask_text(str(error))}
             return
         run_dir = str(Path(self._wandb.dir).parent) if mode != "disabled" else None
         self.record["wandb"] = {"mode": mode, "path": str(self._wandb.path), "dir": run_dir}
@@ -192,14 +196,19 @@ def start_run(
     storage: Storage, tracking: TrackingConfig, project: str, kind: str, config: dict,
     dataset_version: str | None = None, tags: list[str] | None = None,
 ) -> Run:
-    """Start a tracked run (call on rank 0 only) and write its first record."""
+    """Start a tracked run (call on rank 0 only) and write its first record.
+
+    The config is recorded (in ``run.json`` and W&B) with its secrets masked
+    (:func:`raysys.secrets.mask_config`), so every caller is covered.
+    """
     if not _KIND.match(kind):
         raise RaysysError(f"run kind '{kind}' must be lowercase letters, digits, '-' or '_'")
     started = datetime.now(timezone.utc)
     run_id = f"{kind}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    config = mask_config(config)
     record = {
         "run_id": run_id, "kind": kind, "project": project, "status": "running",
-        "config": config, "tags": list(tags or []), "dataset_version": dataset_version,
+        "config": config, "tags": mask_values(list(tags or [])), "dataset_version": dataset_version,
         "started_at": started.isoformat(timespec="milliseconds"), "ended_at": None,
         "summary": {}, "model": None, "error": None, "wandb": None,
     }

@@ -7,13 +7,15 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from raysys.config import HttpSource, Pagination
-from raysys.data.http_api import fetch_first_page, iter_pages
+from raysys.data.http_api import fetch_first_page, iter_pages, origin
 from raysys.errors import SourceError
 
 ITEMS = [{"id": i, "value": i * 10} for i in range(7)]
@@ -85,6 +87,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(401, {"error": "missing key"})
         elif path == "/loop":
             self.send(200, {"data": ITEMS[:1], "next_cursor": "same"})
+        elif path == "/to-other":  # a next link to another origin (the test sets server.other)
+            self.send(200, {"data": ITEMS[:1], "next": f"{self.server.other}/none"})
+        elif path == "/redirect-other":
+            self.send(302, "", "text/plain", {"Location": f"{self.server.other}/none"})
+        elif path == "/redirect-same":
+            self.send(302, "", "text/plain", {"Location": "/auth"})
+        elif path == "/echo":  # a server that repeats the credentials it got in its error
+            echoed = f"bad key {self.headers.get('X-Api-Key')} or token {query.get('token')}"
+            self.send(401, {"error": echoed})
         else:
             self.send(404, "no such thing\nat all", "text/plain")
 
@@ -94,17 +105,33 @@ class ApiServer(ThreadingHTTPServer):
     queries: list
 
 
-@pytest.fixture
-def api():
-    server = ApiServer(("127.0.0.1", 0), Handler)
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[ApiServer]:
+    """A real HTTP server on 127.0.0.1 in a thread (``.base`` is its URL, ``.hits`` per path)."""
+    server = ApiServer(("127.0.0.1", 0), handler)
     server.hits, server.queries = Counter(), []
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     server.base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def api():
+    with serving(Handler) as server:
+        yield server
+
+
+@pytest.fixture
+def other():
+    """A second server: another origin (another port) than ``api``."""
+    with serving(Handler) as server:
+        yield server
 
 
 def source(url: str, **kwargs) -> HttpSource:
@@ -243,3 +270,45 @@ def test_connection_refused():
     assert str(info.value).startswith(f"http source http://127.0.0.1:{port}/items: connection failed")
     assert "Connection refused" in str(info.value)
     assert str(info.value).endswith("after 1 retries")
+
+
+def test_next_link_to_another_origin_gets_no_headers(api, other):
+    api.other = other.base
+    nxt = Pagination(style="next_link")
+    with pytest.raises(SourceError) as info:
+        collect(source(api.base + "/to-other", headers={"X-Api-Key": "k1"}, pagination=nxt))
+    assert str(info.value) == (
+        f"http source {api.base}/to-other: the next link ('next') leads to {other.base}, another "
+        f"origin than the source's {api.base}; refusing to send the source's headers there")
+    assert other.hits["/none"] == 0
+    # without credentials to protect, a link to another origin is followed
+    assert collect(source(api.base + "/to-other", pagination=nxt)) == [ITEMS[:1], ITEMS[:3]]
+
+
+def test_redirects_stay_within_the_origin_with_the_headers(api, other):
+    api.other = other.base
+    refused = rf"a redirect \(HTTP 302\) leads to {other.base}, another origin than the source's "
+    with pytest.raises(SourceError, match=refused + api.base):
+        collect(source(api.base + "/redirect-other", headers={"X-Api-Key": "k1"}))
+    assert other.hits["/none"] == 0
+    same = collect(source(api.base + "/redirect-same", headers={"X-Api-Key": "k1"}))
+    assert same == [ITEMS[:1]] and api.hits["/auth"] == 1  # followed, and the key went along
+    assert collect(source(api.base + "/redirect-other")) == [ITEMS[:3]]
+
+
+def test_credentials_echoed_by_the_server_are_masked(api):
+    cfg = source(api.base + "/echo", headers={"X-Api-Key": "hdr-4f9a1c77"},
+                 params={"token": "tok-88d0e2b1"})
+    with pytest.raises(SourceError) as info:
+        collect(cfg)
+    message = str(info.value)
+    assert "HTTP 401" in message and "bad key *** or token ***" in message
+    assert "4f9a1c77" not in message and "88d0e2b1" not in message
+
+
+def test_origin_fills_in_default_ports_and_needs_a_host():
+    assert origin("http://API.example.com/x?y=1") == origin("http://api.example.com:80/z")
+    assert origin("https://h/x") == "https://h:443" != origin("http://h/x")
+    assert origin("http://u:pw@[::1]:8080/x") == "http://[::1]:8080"
+    with pytest.raises(SourceError, match=r"no scheme, host and port in 'http://u:\*\*\*@:99999/'"):
+        origin("http://u:pw@:99999/")

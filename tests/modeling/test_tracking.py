@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,25 @@ def test_is_rank_zero_inside_ray_train_workers(ray_session, tmp_path):
     trainer.fit()
     assert (tmp_path / "rank0").read_text() == "True"
     assert (tmp_path / "rank1").read_text() == "False"
+
+
+def test_secrets_of_the_config_reach_neither_run_json_nor_wandb(storage):
+    from raysys.config import parse_config
+
+    password, key = f"pw-{uuid.uuid4().hex}", f"key-{uuid.uuid4().hex}"
+    url = f"postgresql://etl:{password}@db.internal:5432/shop?sslmode=require&sslkey={key}"
+    source = {"kind": "sql", "url": url, "table": "t"}
+    config = parse_config({"data": {"name": "orders", "source": source}}).model_dump(mode="json")
+    with pytest.raises(ValueError), start_run(storage, WITH_WANDB, "p", "train", config) as run:
+        run.log({"loss": 0.5})
+        raise ValueError(f"lost the connection to {url}")
+    finished_records(wandb_log_of(storage, run.run_id))  # W&B has written and closed its files
+
+    record = load_run(storage, run.run_id)
+    shown = "postgresql://etl:***@db.internal:5432/shop?sslmode=require&sslkey=***"
+    assert record["config"]["data"]["source"]["url"] == shown
+    assert record["error"] == f"ValueError: lost the connection to {shown}"
+    files = [p for p in Path(storage.path("runs")).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.name == "run.json" for p in files)
+    leaks = [str(p) for p in files if any(s.encode() in p.read_bytes() for s in (password, key))]
+    assert leaks == []
