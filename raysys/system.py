@@ -8,6 +8,7 @@ from typing import Any
 
 from raysys.config import SystemConfig, load_config
 from raysys.data.service import DataService
+from raysys.maintenance import DEFAULT_OLDER_THAN_S, GcReport, collect_garbage
 from raysys.storage import Storage
 
 
@@ -45,6 +46,10 @@ class System:
         from raysys.serving.service import ServingService
 
         return ServingService(self.config, self.storage, self.models)
+
+    def gc(self, older_than_s: float = DEFAULT_OLDER_THAN_S, dry_run: bool = False) -> GcReport:
+        """Remove staging and unpublished files that crashed writers left (``raysys gc``)."""
+        return collect_garbage(self.storage, older_than_s, dry_run)
 
     def run(self, tune: bool = False) -> dict[str, Any]:
         """The offline pipeline: ingest + validate → preprocess → [tune] → train → evaluate → register."""

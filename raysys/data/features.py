@@ -11,14 +11,12 @@ nulls, rare and unseen values fold into ``__other__``. Standard scaling uses the
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -26,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from raysys.config import CategoricalFeature, ColumnType, FeaturesConfig, NumericFeature
+from raysys.data.expressions import Expression, ExpressionError, compile_expression
 from raysys.errors import ConfigError, RaysysError
 
 OTHER = "__other__"
 FORMAT = "raysys.features/1"
 SAMPLE_SIZE = 4096
 NUMERIC_TYPES = ("int", "float", "bool")
-_EMPTY_DTYPES = {"string": object, "category": object, "timestamp": "datetime64[ns]"}
 Columns = pd.DataFrame | Mapping[str, Sequence[Any]]
 """Raw rows: a frame, or column name → values (lists or arrays of equal length)."""
 
@@ -42,20 +40,32 @@ class FeaturePlan:
     """Which raw columns are read and how each feature is built (from config, before fitting)."""
 
     inputs: dict[str, ColumnType]
-    derived: dict[str, str]
+    derived: dict[str, Expression]
     numeric: dict[str, NumericFeature]
     categorical: dict[str, CategoricalFeature]
 
 
 @dataclass(frozen=True)
 class FeatureState:
-    """The fitted, JSON-serialisable preprocessing artifact that ``transform`` applies."""
+    """The fitted, JSON-serialisable preprocessing artifact that ``transform`` applies.
+
+    Derived expressions are checked and compiled on construction, so a state read from a file
+    that was tampered with raises instead of running anything.
+    """
 
     inputs: dict[str, str]
     derived: dict[str, str]
     numeric: dict[str, dict[str, Any]]
     categorical: dict[str, dict[str, Any]]
     rows: int = 0
+    programs: dict[str, Expression] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            programs = compile_derived(self.inputs, self.derived)
+        except ConfigError as error:
+            raise RaysysError(f"feature state: {error}") from None
+        object.__setattr__(self, "programs", programs)
 
     @property
     def input_columns(self) -> list[str]:
@@ -158,42 +168,30 @@ def _explicit_problem(
 
 
 def _plan_derived(cfg: FeaturesConfig, types: dict, label: str | None) -> tuple[dict, set]:
-    frame = pd.DataFrame(
-        {c: pd.Series([], dtype=_EMPTY_DTYPES.get(t, "float64")) for c, t in types.items()}
-    )
-    derived, inputs = {}, set()
-    for item in cfg.derived:
-        where = f"features.derived.{item.name}"
-        if item.name in types or item.name in derived:
-            raise ConfigError(f"{where}: name clashes with an existing column or derived feature")
-        names = _expr_names(item.expr)
-        if label in names:
-            raise ConfigError(f"{where}: uses the label '{label}'")
-        try:
-            result = _evaluate(frame.drop(columns=[label] if label in types else []), item.expr)
-        except Exception as error:  # pandas raises many kinds for a bad expression
-            raise ConfigError(f"{where}: cannot evaluate '{item.expr}': {error}") from error
-        if not isinstance(result, pd.Series) or not (
-            pd.api.types.is_numeric_dtype(result) or pd.api.types.is_bool_dtype(result)
-        ):
-            raise ConfigError(f"{where}: '{item.expr}' does not give a numeric column")
-        frame[item.name] = result.astype("float64")
-        derived[item.name] = item.expr
-        inputs |= names & set(types)
+    seen = set(types)
+    for i, item in enumerate(cfg.derived):
+        if item.name in seen:
+            raise ConfigError(f"features.derived[{i}].name: '{item.name}' clashes with an "
+                              "existing column or derived feature")
+        seen.add(item.name)
+    derived = compile_derived(types, {item.name: item.expr for item in cfg.derived})
+    for i, program in enumerate(derived.values()):
+        if label in program.columns:
+            raise ConfigError(f"features.derived[{i}].expr: uses the label '{label}'")
+    inputs = {c for program in derived.values() for c in program.columns if c in types}
     return derived, inputs
 
 
-def _expr_names(expr: str) -> set[str]:
-    quoted = set(re.findall(r"`([^`]+)`", expr))
-    try:
-        tree = ast.parse(re.sub(r"`[^`]+`", "_quoted", expr).strip(), mode="eval")
-    except SyntaxError:
-        return quoted
-    return quoted | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-
-
-def _evaluate(frame: pd.DataFrame, expr: str) -> Any:
-    return frame.eval(expr, engine="python", local_dict={}, global_dict={})
+def compile_derived(types: Mapping[str, str], derived: Mapping[str, str]) -> dict[str, Expression]:
+    """Check and compile derived expressions in order; each may use the ones before it."""
+    known, programs = dict(types), {}
+    for i, (name, expr) in enumerate(derived.items()):
+        try:
+            programs[name] = compile_expression(expr, known)
+        except ExpressionError as error:
+            raise ConfigError(f"features.derived[{i}].expr: {error}") from None
+        known[name] = "float"
+    return programs
 
 
 # --------------------------------------------------------------------------- row-wise coercion
@@ -238,11 +236,13 @@ def _keys(values: pd.Series | np.ndarray) -> list[str | None]:
     return [_category_key(v) for v in items]
 
 
-def _prepare(inputs: dict[str, str], derived: dict[str, str], data: Columns) -> dict[str, np.ndarray]:
+def _prepare(
+    inputs: dict[str, str], derived: dict[str, Expression], data: Columns
+) -> dict[str, np.ndarray]:
     """Raw inputs coerced by type, plus derived columns, as arrays; raises if an input is missing.
 
-    Columns are gathered in a dict (no frame is built unless a derived feature needs one):
-    this keeps a one-row transform, the online path, well under a millisecond.
+    Columns are gathered in a dict (no frame is built): this keeps a one-row transform, the
+    online path, well under a millisecond.
     """
     missing = [c for c in inputs if c not in data]
     if missing:
@@ -256,13 +256,8 @@ def _prepare(inputs: dict[str, str], derived: dict[str, str], data: Columns) -> 
             columns[col] = pd.to_datetime(pd.Series(values), errors="coerce", format="ISO8601").array
         else:
             columns[col] = np.asarray(values, dtype=object)
-    if derived:
-        frame = pd.DataFrame(columns, index=getattr(data, "index", None))
-        for name, expr in derived.items():
-            try:
-                columns[name] = frame[name] = _to_float(_evaluate(frame, expr))
-            except Exception as error:  # report a data-dependent failure with its feature name
-                raise RaysysError(f"features.derived.{name}: cannot evaluate '{expr}': {error}") from error
+    for name, program in derived.items():
+        columns[name] = _to_float(program.evaluate(columns))
     return columns
 
 
@@ -343,7 +338,8 @@ def finalize(plan: FeaturePlan, partial: dict) -> FeatureState:
     categorical = {
         n: _categorical_state(c, partial["categorical"][n]) for n, c in plan.categorical.items()
     }
-    return FeatureState(inputs=dict(plan.inputs), derived=dict(plan.derived), numeric=numeric,
+    derived = {name: program.text for name, program in plan.derived.items()}
+    return FeatureState(inputs=dict(plan.inputs), derived=derived, numeric=numeric,
                         categorical=categorical, rows=int(partial["rows"]))
 
 
@@ -400,7 +396,7 @@ def transform_values(state: FeatureState, data: Columns) -> np.ndarray:
     ``data`` is a frame or a mapping of column name to values (what a request parser builds),
     so the online path never constructs a DataFrame.
     """
-    columns = _prepare(state.inputs, state.derived, data)
+    columns = _prepare(state.inputs, state.programs, data)
     blocks = [_numeric_column(columns[name], spec) for name, spec in state.numeric.items()]
     blocks += [_categorical_block(columns[name], spec) for name, spec in state.categorical.items()]
     if not blocks:

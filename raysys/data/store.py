@@ -6,17 +6,22 @@ Layout under the storage root::
     datasets/<name>/<version>/quarantine/part-*.parquet  rejected rows, with ``_reason``
     datasets/<name>/<version>/manifest.json              written last: the version exists
     datasets/<name>/_staging/<uuid>/...                  in-progress writes, never listed
+                                                         (``_owner.json``: who writes it)
 
 A version id is derived from the content (schema, and an order-independent hash of every
 accepted and quarantined row), so re-ingesting identical data yields the same id. An append
 lists its parent's files plus the new ones, so micro-batches cost only the new rows.
+
+Publishing is safe when several processes publish the same content at once: staged files have
+unique names, each publisher moves only its own into the version directory, the manifest is
+created exclusively (on local disks), and a publisher that finds one there removes the files
+it moved and returns the published version. Nothing ever deletes another writer's files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,11 +30,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raysys import staging
 from raysys.errors import NotFound, RaysysError
+from raysys.staging import STAGING
 from raysys.storage import Storage
 
 DATASETS = "datasets"
-STAGING = "_staging"
 MANIFEST = "manifest.json"
 HASH_MASK = (1 << 64) - 1
 
@@ -119,8 +125,8 @@ class DatasetStore:
         return f"{DATASETS}/{name}"
 
     def new_staging(self, name: str) -> str:
-        """A fresh relative staging directory for one write."""
-        return f"{self.dataset_dir(name)}/{STAGING}/{uuid.uuid4().hex}"
+        """A fresh relative staging directory for one write, recording this process as owner."""
+        return staging.begin(self.storage, self.dataset_dir(name))
 
     def discard(self, staging: str) -> None:
         """Remove a staging directory (after a failure or a duplicate)."""
@@ -160,21 +166,44 @@ class DatasetStore:
         versions = self.versions(name)
         return versions[-1] if versions else None
 
-    def publish(self, manifest: Manifest, staging: str, staged_files: dict[str, list[str]]) -> tuple[Manifest, bool]:
-        """Move a staged write into place and write its manifest last; (manifest, created)."""
+    def publish(
+        self, manifest: Manifest, staged: str, staged_files: dict[str, list[str]]
+    ) -> tuple[Manifest, bool]:
+        """Move a staged write's files into place, create its manifest last; (manifest, created).
+
+        ``created`` is False when the version already existed or a concurrent publisher of the
+        same content won; this write's files are then removed and the published manifest returned.
+        """
         name, version = manifest.name, manifest.version
-        final = f"{self.dataset_dir(name)}/{version}"
+        home, final = self.dataset_dir(name), f"{self.dataset_dir(name)}/{version}"
         if self.storage.exists(final, MANIFEST):
-            self.discard(staging)
+            self.discard(staged)
             return self.load(name, version), False
-        self.storage.delete_dir(final)  # leftovers of a publish that crashed before its manifest
-        self.storage.move(staging, final)
-        for key in ("files", "quarantine_files"):
-            moved = [f"{version}/{p[len(staging) + 1:]}" for p in staged_files[key]]
-            setattr(manifest, key, getattr(manifest, key) + moved)
-        manifest.created_at = datetime.now(timezone.utc).isoformat()
-        self.storage.write_json(manifest.to_dict(), final, MANIFEST)
-        return manifest, True
+        moved: dict[str, list[str]] = {"files": [], "quarantine_files": []}
+        try:
+            for key, files in moved.items():
+                for path in staged_files[key]:
+                    relative = f"{version}/{path[len(staged) + 1:]}"
+                    self.storage.move(path, f"{home}/{relative}")
+                    files.append(relative)
+            for key, files in moved.items():
+                setattr(manifest, key, getattr(manifest, key) + files)
+            manifest.created_at = datetime.now(timezone.utc).isoformat()
+            created = self.storage.create_json(manifest.to_dict(), final, MANIFEST)
+        except BaseException:
+            self._remove(home, moved)
+            raise
+        if not created:
+            self._remove(home, moved)
+            manifest = self.load(name, version)
+        self.discard(staged)
+        return manifest, created
+
+    def _remove(self, home: str, moved: dict[str, list[str]]) -> None:
+        """Delete the files one publish moved into a version directory."""
+        for files in moved.values():
+            for relative in files:
+                self.storage.delete_file(home, relative)
 
     def file_paths(self, manifest: Manifest, quarantine: bool = False) -> list[str]:
         """Filesystem paths of a version's Parquet files."""

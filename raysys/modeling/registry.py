@@ -1,7 +1,9 @@
 """The model registry: metadata in SQLite, artifacts at ``models/<name>/<version>/<file>``.
 
-A version exists once its row commits: ``register`` stages the artifacts, then in one ``BEGIN
-IMMEDIATE`` transaction allocates the number, moves them in and inserts the rows (or undoes it).
+A version exists once its row commits: ``register`` stages the artifacts (in a staging directory
+that records its owner, for ``raysys gc``), then in one ``BEGIN IMMEDIATE`` transaction allocates
+the number, moves them in and inserts the rows (or undoes it). SQLite's locks and WAL need a
+local disk: a storage root elsewhere (an object store, NFS, SMB, ...) needs ``registry.db_path``.
 """
 
 from __future__ import annotations
@@ -13,20 +15,15 @@ import re
 import sqlite3
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, astuple, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pyarrow.fs as pafs
-
+from raysys import staging
 from raysys.errors import NotFound, RaysysError
 from raysys.storage import Storage
-
-if TYPE_CHECKING:
-    import torch
 
 MODELS = "models"
 NAME_RE = re.compile(r"^(?!registry\.db)[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as dataset names
@@ -92,25 +89,25 @@ def code_version(path: str | None = None) -> str | None:
     return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
-def state_dict_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
-    """Serialize a dict of torch tensors with safetensors (no pickle; tied weights copied)."""
-    import torch
-    from safetensors.torch import save
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "afs", "ncpfs", "9p", "sshfs",
+    "fuse.sshfs", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph", "lustre", "gpfs", "beegfs",
+    "davfs", "fuse.davfs2", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "fuse.juicefs",
+    "fuse.goofys", "fuse.mountpoint-s3", "fuse.blobfuse", "fuse.blobfuse2",
+})
+"""Mount types where SQLite's file locks and WAL shared memory are unsafe."""
 
-    if bad := [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]:
-        raise RaysysError(f"state_dict entries are not tensors: {', '.join(map(str, bad))}")
-    return save({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()})
 
+def registry_db_problem(local: bool, filesystem: str) -> str | None:
+    """Why the registry's SQLite file cannot live under a storage root, or None if it can.
 
-def bytes_to_state_dict(data: bytes) -> dict[str, torch.Tensor]:
-    """Deserialize safetensors bytes into a dict of CPU torch tensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        return load(bytes(data))
-    except SafetensorError as error:
-        raise RaysysError(f"not a safetensors state_dict: {error}") from None
+    ``filesystem`` is :meth:`Storage.filesystem_type`: a local root's mount type, else pyarrow's.
+    """
+    if not local:
+        return f"it is not on a local disk ({filesystem} filesystem)"
+    if filesystem in NETWORK_FILESYSTEMS:
+        return f"it is on a network filesystem ({filesystem}), where SQLite's locking is unsafe"
+    return None
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:
@@ -134,10 +131,13 @@ class ModelRegistry:
 
     def __init__(self, storage: Storage, db_path: str | None = None):
         if db_path is None:
-            if not isinstance(storage.fs, pafs.LocalFileSystem):
-                raise RaysysError(f"model registry: storage root {storage.uri} is not a local "
-                                  "path; pass db_path (a local SQLite file) for the registry")
+            problem = registry_db_problem(storage.local, storage.filesystem_type())
+            if problem:
+                raise RaysysError(f"model registry: cannot keep its SQLite database under "
+                                  f"storage.root {storage.uri}: {problem}; set registry.db_path "
+                                  "to a file on a local disk")
             db_path = os.path.join(storage.base, MODELS, "registry.db")
+        db_path = os.path.expanduser(db_path)
         os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
         self.storage, self.db_path, self._ready = storage, db_path, False
 
@@ -176,16 +176,16 @@ class ModelRegistry:
         lineage = {"run_id": run_id, **lineage,
                    "code_version": lineage.get("code_version") or code_version()}
         meta = (_dumps(metrics), _dumps(lineage), _dumps(params), run_id, description)
-        staging = f"{MODELS}/{name}/_staging/{uuid.uuid4().hex}"
+        staged = staging.begin(self.storage, f"{MODELS}/{name}")
         try:
             for file, data in files.items():
-                self.storage.write_bytes(bytes(data), staging, file)
-            version = self._publish(name, staging, meta, hashes)
+                self.storage.write_bytes(bytes(data), staged, file)
+            version = self._publish(name, staged, meta, hashes)
         finally:
-            self.storage.delete_dir(staging)  # already moved away unless something failed
+            self.storage.delete_dir(staged)  # its owner marker; the artifacts unless they moved
         return self.get(name, version)
 
-    def _publish(self, name: str, staging: str, meta: tuple, hashes: dict[str, str]) -> int:
+    def _publish(self, name: str, staged: str, meta: tuple, hashes: dict[str, str]) -> int:
         """Under the write lock: allocate the next number, move the files in, insert, commit."""
         placed: list[str] = []
         with self._transaction(cleanup=placed) as conn:
@@ -194,7 +194,8 @@ class ModelRegistry:
             version = (last or 0) + 1
             placed.append(final := f"{MODELS}/{name}/{version}")
             self.storage.delete_dir(final)  # leftovers of a register that crashed before commit
-            self.storage.move(staging, final)
+            for file in hashes:
+                self.storage.move(f"{staged}/{file}", f"{final}/{file}")
             self._insert_version(conn, name, version, meta, hashes)
         return version
 
@@ -217,7 +218,8 @@ class ModelRegistry:
         if found is None:
             aliases_text = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
             raise NotFound(f"model '{name}' has no version or alias '{ref}' (versions: "
-                           f"{', '.join(map(str, versions))}; aliases: {aliases_text})")
+                           f"{', '.join(map(str, versions))}; aliases: {aliases_text})"
+                           f"{_promote_hint(str(ref))}")
         return found
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
@@ -242,9 +244,15 @@ class ModelRegistry:
         return [n for (n,) in self._query("SELECT DISTINCT name FROM model_versions ORDER BY 1")]
 
     def set_alias(self, name: str, alias: str, version: int, *, actor: str,
-                  reason: str) -> AliasMove:
-        """Point ``alias`` at ``version`` atomically and record the move."""
-        version = int(version)
+                  reason: str, only_if_unset: bool = False) -> AliasMove | None:
+        """Point ``alias`` at ``version`` atomically and record the move.
+
+        ``only_if_unset``: only when the alias points nowhere yet (checked in the same
+        transaction); None when it already does, and nothing changes.
+        """
+        from raysys.secrets import mask_text
+
+        version, reason = int(version), mask_text(reason)
         if not ALIAS_RE.match(alias) or alias == "latest":
             raise RaysysError(f"invalid alias name '{alias}': use lowercase letters, digits, "
                               "'_' or '-', starting with a letter (not 'latest')")
@@ -254,6 +262,8 @@ class ModelRegistry:
                 raise NotFound(f"model '{name}' has no version {version}; '{alias}' unchanged")
             old = conn.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?",
                                (name, alias)).fetchone()
+            if old and only_if_unset:
+                return None
             at = datetime.now(timezone.utc).isoformat()
             move = AliasMove(name, alias, old[0] if old else None, version, actor, reason, at)
             conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
@@ -288,6 +298,17 @@ def read_artifacts(storage: Storage, name: str, version: int, files: dict[str, s
             raise RaysysError(f"{label}: artifact {file} is corrupt (checksum mismatch)")
         out[file] = data
     return out
+
+
+def _promote_hint(ref: str) -> str:
+    """How to create a missing alias: the command, and for the champion what sets it."""
+    if not ALIAS_RE.match(ref) or ref == "latest":
+        return ""
+    hint = f": promote a version with `raysys models promote VERSION --alias {ref}`"
+    if ref == "champion":
+        hint += ("; `raysys run` and `raysys train` promote the first model that beats the "
+                 "trivial baseline")
+    return hint
 
 
 def _check_files(name: str, files: dict[str, bytes]) -> dict[str, str]:

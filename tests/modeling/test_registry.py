@@ -9,6 +9,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,13 +17,10 @@ import numpy as np
 import pytest
 
 from raysys.errors import NotFound, RaysysError
-from raysys.modeling.registry import (
-    ModelRegistry,
-    bytes_to_state_dict,
-    code_version,
-    state_dict_to_bytes,
-)
-from raysys.storage import Storage
+from raysys.modeling.artifacts import bytes_to_state_dict, state_dict_to_bytes
+from raysys.modeling.registry import ModelRegistry, code_version, registry_db_problem
+from raysys.storage import Storage, mount_type
+from tests.user_shell import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -218,7 +216,7 @@ def test_failed_register_leaves_no_version_and_no_files(registry: ModelRegistry,
 
     def second_write_fails(self, data, *parts):
         calls.append(parts)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the staging owner marker, a.bin, then b.bin
             raise OSError("disk full")
         write_bytes(self, data, *parts)
 
@@ -297,7 +295,9 @@ def test_safetensors_round_trip_is_exact(registry: ModelRegistry):
 
 def test_non_local_root_needs_a_db_path(tmp_path: Path):
     storage = Storage.open("mock://bucket/root")
-    with pytest.raises(RaysysError, match="not a local path; pass db_path"):
+    with pytest.raises(RaysysError, match=r"^model registry: cannot keep its SQLite database under "
+                                          r"storage\.root mock://bucket/root: it is not on a local "
+                                          r"disk \(mock filesystem\); set registry\.db_path to a "):
         ModelRegistry(storage)
     # with a db_path, any pyarrow.fs filesystem holds the artifacts
     registry = ModelRegistry(storage, db_path=str(tmp_path / "meta" / "registry.db"))
@@ -314,3 +314,63 @@ def test_code_version(tmp_path: Path):
                           text=True, check=True)
     assert kind.stdout.strip() == "commit"
     assert code_version(str(tmp_path)) is None
+
+
+def test_a_missing_champion_names_the_command_that_sets_it(registry: ModelRegistry):
+    register(registry, "m")
+    with pytest.raises(NotFound) as caught:
+        registry.get("m", "champion")
+    assert str(caught.value) == (
+        "model 'm' has no version or alias 'champion' (versions: 1; aliases: none): promote a "
+        "version with `raysys models promote VERSION --alias champion`; `raysys run` and "
+        "`raysys train` promote the first model that beats the trivial baseline")
+    with pytest.raises(NotFound, match=r"aliases: none\): promote a version with `raysys models "
+                                       r"promote VERSION --alias shadow`$"):
+        registry.get("m", "shadow")
+    with pytest.raises(NotFound, match=r"\(versions: 1; aliases: none\)$"):
+        registry.get("m", 7)
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw 0 0
+fileserver:/export/ml /mnt/ml nfs4 rw,vers=4.2 0 0
+//nas/share /mnt/nas\\040drive cifs rw 0 0
+me@host:/data /mnt/ssh fuse.sshfs rw 0 0
+/dev/sdb1 /mnt/ml/scratch xfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("root", "network"),
+    [
+        ("/home/me/.raysys", None),
+        ("/dev/shm/raysys", None),
+        ("/mnt/ml/store", "nfs4"),
+        ("/mnt/ml", "nfs4"),
+        ("/mnt/ml/scratch/store", None),  # a local disk mounted inside the NFS tree
+        ("/mnt/mlx/store", None),
+        ("/mnt/nas drive/store", "cifs"),
+        ("/mnt/ssh/x", "fuse.sshfs"),
+    ],
+)
+def test_where_the_registry_database_may_live(root: str, network: str | None):
+    problem = registry_db_problem(True, mount_type(root, MOUNTS))
+    assert problem == (network and f"it is on a network filesystem ({network}), where SQLite's "
+                                   "locking is unsafe")
+
+
+def test_a_remote_root_without_a_db_path_fails_at_start_up_naming_the_setting(tmp_path: Path):
+    assert registry_db_problem(False, "s3") == "it is not on a local disk (s3 filesystem)"
+    config = tmp_path / "raysys.yaml"
+    config.write_text(json.dumps({"storage": {"root": "mock://bucket/root"},
+                                  "data": {"name": "d", "source": {"kind": "csv", "path": "x"}}}))
+    env = clean_env(tmp_path / "home")
+    done = subprocess.run([str(Path(sys.executable).with_name("raysys")), "models", "list", "-c",
+                           str(config)], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: model registry: cannot keep its SQLite database under storage.root "
+        "mock://bucket/root: it is not on a local disk (mock filesystem); set registry.db_path "
+        "to a file on a local disk")
