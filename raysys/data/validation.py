@@ -279,7 +279,7 @@ def _coerce(raw: pd.Series, ctype: ColumnType) -> _Coerced:
     return _COERCERS[ctype](raw)
 
 
-def _allowed_values(name: str, spec: ColumnSpec) -> np.ndarray:
+def allowed_values(name: str, spec: ColumnSpec) -> np.ndarray:
     """The ``allowed`` list coerced to the column's type (a config error if one is not)."""
     assert spec.allowed is not None
     coerced = _coerce(pd.Series(list(spec.allowed), dtype=object), spec.type)
@@ -309,27 +309,28 @@ def _num(x: Any) -> str | None:
     return str(x)
 
 
-def _clip(text: str) -> str:
+def clip_text(text: str) -> str:
+    """At most 60 characters of ``text``, "..." marking a cut."""
     return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
 
 
 def _show_raw(value: Any) -> str:
     """An original input value in a reason: strings quoted, numbers bare."""
     if isinstance(value, str):
-        return "'" + _clip(value) + "'"
+        return "'" + clip_text(value) + "'"
     if isinstance(value, (float, np.floating)):
         return _num(value) or "nan"
-    return _clip(str(value))
+    return clip_text(str(value))
 
 
 def _iso(value: Any) -> str:
     return pd.Timestamp(value).isoformat()
 
 
-def _show_value(value: Any, ctype: ColumnType) -> str:
+def show_value(value: Any, ctype: ColumnType) -> str:
     """A coerced value in a reason."""
     if ctype in ("string", "category"):
-        return "'" + _clip(str(value)) + "'"
+        return "'" + clip_text(str(value)) + "'"
     if ctype == "bool":
         return "true" if value else "false"
     if ctype == "timestamp":
@@ -337,13 +338,15 @@ def _show_value(value: Any, ctype: ColumnType) -> str:
     return _num(value) or "nan"
 
 
-def _show_bound(bound: float, ctype: ColumnType) -> str:
+def show_bound(bound: float, ctype: ColumnType) -> str:
+    """A min or max bound in a reason (timestamps as ISO 8601)."""
     if ctype == "timestamp":
         return datetime.fromtimestamp(bound, tz=timezone.utc).replace(tzinfo=None).isoformat()
     return _num(float(bound)) or str(bound)
 
 
-def _show_allowed(spec: ColumnSpec) -> str:
+def show_allowed(spec: ColumnSpec) -> str:
+    """The allowed values in a reason, sorted, at most ten shown."""
     assert spec.allowed is not None
     shown = sorted(str(v) for v in spec.allowed)
     if len(shown) > _MAX_SHOWN_ALLOWED:
@@ -355,7 +358,7 @@ def _show_allowed(spec: ColumnSpec) -> str:
 # --------------------------------------------------------------------------- row level
 
 
-class _Reasons:
+class RowReasons:
     """Failed checks collected column by column, joined per row at the end."""
 
     def __init__(self, n: int):
@@ -387,7 +390,7 @@ class _Reasons:
 
 
 def _check_column(
-    name: str, spec: ColumnSpec, raw: pd.Series | None, n: int, reasons: _Reasons
+    name: str, spec: ColumnSpec, raw: pd.Series | None, n: int, reasons: RowReasons
 ) -> _Coerced:
     """Coerce one declared column and record its row-level failures."""
     ctype = spec.type
@@ -426,25 +429,25 @@ def _check_column(
                 continue
             with np.errstate(invalid="ignore"):
                 out = valid & compare(scaled, bound * to_unit)
-            shown = _show_bound(bound, ctype)
+            shown = show_bound(bound, ctype)
             reasons.add(
                 out,
                 lambda p, word=word, shown=shown: [
-                    f"{name}: {_show_value(values[i], ctype)} {word} {shown}" for i in p
+                    f"{name}: {show_value(values[i], ctype)} {word} {shown}" for i in p
                 ],
             )
 
     if spec.allowed is not None:
-        allowed = _allowed_values(name, spec)
+        allowed = allowed_values(name, spec)
         if ctype in ("string", "category"):
             member = pd.Series(values).isin(set(allowed)).to_numpy()
         else:
             member = np.isin(values, allowed)
-        listed = _show_allowed(spec)
+        listed = show_allowed(spec)
         reasons.add(
             valid & ~member,
             lambda p: [
-                f"{name}: {_show_value(values[i], ctype)} not in allowed {listed}" for i in p
+                f"{name}: {show_value(values[i], ctype)} not in allowed {listed}" for i in p
             ],
         )
     return coerced
@@ -509,7 +512,7 @@ def validate_batch(df: pd.DataFrame, schema: SchemaConfig) -> tuple[pd.DataFrame
         return df.reset_index(drop=True), empty_quarantine([str(c) for c in df.columns])
 
     n = len(df)
-    reasons = _Reasons(n)
+    reasons = RowReasons(n)
     coerced = {
         name: _check_column(name, spec, df[name] if name in df.columns else None, n, reasons)
         for name, spec in schema.columns.items()

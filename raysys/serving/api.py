@@ -2,26 +2,27 @@
 
 Bodies are parsed by :mod:`raysys.serving.payloads` (pure), so every client mistake becomes a
 4xx with a JSON ``{"error", "field"}`` body and the server keeps serving; only a fault of the
-server itself is a 5xx.
+server itself is a 5xx. A body is read only up to ``serve.max_body_bytes`` (413 beyond, judged
+by its Content-Length before reading when it has one).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 import raysys
-from raysys.serving import payloads
+from raysys.serving import oip_binary, payloads
 from raysys.serving.payloads import RequestError
 
 if TYPE_CHECKING:
-    from raysys.serving.server import ModelServer
+    from raysys.serving.server import ModelServer, Served
 
 REQUEST_ID = "x-request-id"
 logger = logging.getLogger(__name__)
@@ -51,20 +52,22 @@ def build_api(server: ModelServer) -> FastAPI:
         return {"status": "ok", "model": server.name, "versions": plan.versions, "plan": plan.to_dict()}
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"],
-              responses={400: {"description": "Malformed JSON"}, 413: {"description": "Too many records"},
-                         422: {"description": "A field is missing, unknown or of the wrong type"}})
+              responses={400: {"description": "Malformed JSON"},
+                         413: {"description": "Too many records, or a body over serve.max_body_bytes"},
+                         422: {"description": "A field is missing, unknown, of the wrong type, out of range, or "
+                                              "breaks a schema rule (serve.input_checks: reject)"}})
     async def predict(request: Request) -> JSONResponse:
         """Predict one record or many; the answer names the model version that answered."""
-        body, served = await _json(request), server.served
-        rows, key = payloads.parse_records(body, served.signature, server.max_records)
-        request_id = request.headers.get(REQUEST_ID) or _new_id()
+        body, served = payloads.load_json(await _body(request, server.max_body_bytes)), server.served
+        rows, key = payloads.parse_records(body, served.signature, server.max_records, **_limits(app, server, served))
+        request_id = _request_id(request, None, server.max_string_chars)
         version, answer = await server.predict(rows, key, request_id, served)
         # a Response skips FastAPI's re-validation of the answer; response_model still documents it
         return JSONResponse({"request_id": request_id, "model": server.name, "model_version": version, **answer})
 
     @app.get("/v2", tags=["open inference protocol"])
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "raysys", "version": raysys.__version__, "extensions": []}
+        return {"name": "raysys", "version": raysys.__version__, "extensions": [oip_binary.EXTENSION]}
 
     @app.get("/v2/health/live", tags=["open inference protocol"])
     async def live() -> dict[str, bool]:
@@ -85,33 +88,45 @@ def build_api(server: ModelServer) -> FastAPI:
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", tags=["open inference protocol"])
-    async def infer(name: str, request: Request) -> JSONResponse:
-        """Open Inference Protocol infer: columnar input tensors, one per model input."""
-        _model(server, name)
-        body, served = await _json(request), server.served
-        rows, request_id, key = payloads.parse_oip(body, served.signature, server.max_records)
-        request_id = request_id or request.headers.get(REQUEST_ID) or _new_id()
+    async def infer(name: str, request: Request) -> Response:
+        """Open Inference Protocol infer: columnar input tensors, one per model input, in JSON or
+        binary (the binary tensor data extension, ``Inference-Header-Content-Length``)."""
+        model = _model(server, name)
+        raw, served = await _body(request, server.max_body_bytes), server.served
+        body = oip_binary.read_request(raw, request.headers.get(oip_binary.HEADER), server.max_records)
+        rows, request_id, key = payloads.parse_oip(body, served.signature, server.max_records,
+                                                   **_limits(app, server, served))
+        requested = oip_binary.requested_outputs(body, payloads.oip_output_names(model.task))
+        request_id = _request_id(request, request_id, server.max_string_chars)
         version, answer = await server.predict(rows, key, request_id, served)
-        return JSONResponse(payloads.oip_response(name, version, request_id, answer))
+        response = payloads.oip_response(name, version, request_id, answer)
+        binary = oip_binary.encode_response(response, requested)
+        if binary is None:
+            return JSONResponse(response)
+        content, header_length = binary
+        return Response(content, media_type="application/octet-stream",
+                        headers={oip_binary.HEADER: str(header_length)})
 
     return app
 
 
 def _document_requests(app: FastAPI, server: ModelServer) -> None:
-    """OpenAPI for the current plan: ``/v1/predict``'s body is rebuilt when a move changes the inputs."""
+    """OpenAPI for the current plan: ``/v1/predict``'s body (inputs, their ranges and string
+    lengths) is rebuilt when a move changes the plan."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        signature = server.served.signature
-        if app.openapi_schema is None or app.state.documented != signature:
+        served = server.served
+        if app.openapi_schema is None or app.state.documented is not served:
             app.openapi_schema = None
             spec = generate()
-            schema = payloads.request_model(signature, server.max_records).model_json_schema(
-                ref_template="#/components/schemas/{model}")
+            limits = _limits(app, server, served)
+            schema = payloads.request_model(served.signature, server.max_records, False, limits["max_string_chars"],
+                                            limits["ranges"]).model_json_schema(ref_template="#/components/schemas/{model}")
             spec.setdefault("components", {}).setdefault("schemas", {}).update(schema.pop("$defs", {}))
             spec["paths"]["/v1/predict"]["post"]["requestBody"] = {
                 "required": True, "content": {"application/json": {"schema": schema}}}
-            app.state.documented, app.openapi_schema = dict(signature), spec
+            app.state.documented, app.openapi_schema = served, spec
         return app.openapi_schema
 
     app.openapi = openapi
@@ -124,20 +139,40 @@ def _model(server: ModelServer, name: str):
     return server.champion
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        raise RequestError("body: empty; send a JSON object", status=400, field="body")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise RequestError(f"body: malformed JSON ({error})", status=400, field="body") from None
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, read only while it stays within ``limit`` bytes (else a 413).
+
+    A Content-Length over the limit is refused before reading anything; a body without one
+    (chunked) is refused as soon as what arrived passes the limit.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise RequestError(f"body: {int(declared):,} bytes, at most {limit:,} (serve.max_body_bytes)", status=413,
+                           field="body")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"body: more than {limit:,} bytes (serve.max_body_bytes)", status=413, field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _new_id() -> str:
-    import uuid
+def _limits(app: FastAPI, server: ModelServer, served: Served) -> dict[str, Any]:
+    """The parser's keyword arguments for this snapshot: string limit, numeric ranges, input checks."""
+    cached = getattr(app.state, "ranges", None)
+    if cached is None or cached[0] is not served:  # a new plan: its versions' ranges, once
+        cached = app.state.ranges = (served, payloads.model_ranges(m.state for m in served.models.values()))
+    return {"max_string_chars": server.max_string_chars, "ranges": cached[1], "checks": server.input_checks}
 
-    return uuid.uuid4().hex
+
+def _request_id(request: Request, given: str | None, max_chars: int) -> str:
+    """The body's request id, else the ``x-request-id`` header (at most ``max_chars``), else a new one."""
+    header = request.headers.get(REQUEST_ID)
+    if given is None and header is not None and len(header) > max_chars:
+        raise RequestError(f"{REQUEST_ID}: header of {len(header):,} characters, at most {max_chars}",
+                           field=REQUEST_ID)
+    return given or header or uuid.uuid4().hex
 
 
 def _install_error_handlers(app: FastAPI) -> None:

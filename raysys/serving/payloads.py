@@ -3,28 +3,48 @@
 The request schema comes from the model's input signature (the raw columns its fitted
 preprocessing reads, with their types), so the OpenAPI document describes exactly what a
 version accepts. Two wire formats are understood: raysys's ``/v1/predict`` records and the
-Open Inference Protocol (KServe v2) columnar tensors.
+Open Inference Protocol (KServe v2) columnar tensors (their binary form is decoded by
+:mod:`raysys.serving.oip_binary` first).
+
+No body can cost the server more than bounded work: numbers must be finite and inside the range
+the model computes in (float32, and a scaled feature within ``FEATURE_LIMIT``), strings at most
+``max_string_chars`` long (never echoed into messages), OIP shapes are bounded by
+``max_records`` before anything is multiplied, and nested data is walked without recursion.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from raysys.data.validation import clip_text
 from raysys.errors import RaysysError
+
+if TYPE_CHECKING:
+    from raysys.serving.input_checks import InputChecks
 
 JSON_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "string": str, "category": str,
                               "timestamp": str}
 OIP_TYPES = {"int": "INT64", "float": "FP64", "bool": "BOOL", "string": "BYTES", "category": "BYTES",
              "timestamp": "BYTES"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
+FEATURE_LIMIT = 1e9  # a scaled feature beyond ± this many training std devs (or ranges) is refused
+MAX_STRING_CHARS = 1024  # default of serve.max_string_chars
+MAX_DEPTH = 32  # nesting levels of OIP tensor data
+Range = tuple[float, float]
+FULL_RANGE: Range = (-FLOAT32_MAX, FLOAT32_MAX)
+
+
+class NonFiniteAnswer(RuntimeError):
+    """The model answered NaN or infinity: a fault of the server (500), never sent as JSON."""
 
 
 def _whole(value: float) -> float:
@@ -33,7 +53,19 @@ def _whole(value: float) -> float:
     return value
 
 
-WHOLE_NUMBER = Annotated[float, AfterValidator(_whole)]  # 3 and 3.0 are fine, 3.5, "3" and true are not
+def number_type(kind: str, value_range: Range = FULL_RANGE) -> Any:
+    """A finite JSON number inside ``value_range``; for ``int`` a whole one (3 and 3.0, not 3.5 or "3").
+
+    The bounds are pydantic constraints (checked in Rust: no Python call per value).
+    """
+    low, high = value_range
+    limits = Field(strict=True, allow_inf_nan=False, ge=low, le=high)
+    return Annotated[float, limits, AfterValidator(_whole)] if kind == "int" else Annotated[float, limits]
+
+
+def string_type(max_chars: int) -> Any:
+    """A JSON string of at most ``max_chars`` characters (a longer one is named by its length only)."""
+    return Annotated[str, Field(strict=True, max_length=max_chars)]
 
 
 class RequestError(RaysysError):
@@ -48,37 +80,90 @@ class RequestError(RaysysError):
         return {"error": str(self), **({"field": self.field} if self.field else {})}
 
 
-def record_model(signature: dict[str, str]) -> type[BaseModel]:
-    """A pydantic model of one record: every input column, typed, nullable, nothing else."""
+def record_model(signature: dict[str, str], max_string_chars: int = MAX_STRING_CHARS,
+                 ranges: Mapping[str, Range] | None = None) -> type[BaseModel]:
+    """A pydantic model of one record: every input column, typed, nullable, nothing else.
+
+    Numbers must lie in ``ranges[column]`` (default: the float32 range), strings be at most
+    ``max_string_chars`` long.
+    """
     fields: dict[str, Any] = {}
     for index, (column, kind) in enumerate(signature.items()):
-        python = WHOLE_NUMBER if kind == "int" else JSON_TYPES[kind]
-        extra = {"allow_inf_nan": False} if kind in ("int", "float") else {}
-        fields[f"f{index}"] = (python | None, Field(..., alias=column, strict=True, **extra))
+        if kind in ("int", "float"):
+            python = number_type(kind, (ranges or {}).get(column, FULL_RANGE))
+        elif JSON_TYPES[kind] is str:
+            python = string_type(max_string_chars)
+        else:
+            python = JSON_TYPES[kind]
+        fields[f"f{index}"] = (python | None, Field(..., alias=column, strict=True))
     config = ConfigDict(extra="forbid", populate_by_name=False)
     return create_model("Record", __config__=config, **fields)
 
 
-def request_model(signature: dict[str, str], max_records: int, many_only: bool = False) -> type[BaseModel]:
+def request_model(signature: dict[str, str], max_records: int, many_only: bool = False,
+                  max_string_chars: int = MAX_STRING_CHARS,
+                  ranges: Mapping[str, Range] | None = None) -> type[BaseModel]:
     """The ``/v1/predict`` body: ``records`` (one object or a list) and an optional routing key."""
-    return _request_model(tuple(signature.items()), max_records, many_only)
+    return _request_model(tuple(signature.items()), max_records, many_only, max_string_chars,
+                          tuple(sorted((ranges or {}).items())))
 
 
 @functools.lru_cache(maxsize=64)
-def _request_model(signature: tuple[tuple[str, str], ...], max_records: int, many_only: bool) -> type[BaseModel]:
-    """Built once per signature (building a pydantic model costs ~1.5 ms; requests reuse it)."""
-    record = record_model(dict(signature))
+def _request_model(signature: tuple[tuple[str, str], ...], max_records: int, many_only: bool,
+                   max_string_chars: int, ranges: tuple[tuple[str, Range], ...]) -> type[BaseModel]:
+    """Built once per signature and limits (building a pydantic model costs ~1.5 ms; requests reuse it)."""
+    record = record_model(dict(signature), max_string_chars, dict(ranges))
     records = list[record] if many_only else record | list[record]
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
         records=(records, Field(..., description=f"One record or 1..{max_records} records.")),
-        key=(str | None, Field(None, description="Routing key: a sticky canary sends one key to one version.")),
+        key=(string_type(max_string_chars) | None,
+             Field(None, description="Routing key: a sticky canary sends one key to one version.")),
     )
 
 
-def parse_records(body: Any, signature: dict[str, str], max_records: int) -> tuple[Rows, str | None]:
-    """The raw-input rows of a ``/v1/predict`` body and its routing key; RequestError if bad."""
+def load_json(raw: bytes) -> Any:
+    """A request body's JSON; empty, malformed or too deeply nested text is a 400.
+
+    ``NaN`` and ``Infinity`` literals parse (as Python does) and are refused where they land,
+    naming the field; nesting deep enough to exhaust the parser's recursion is refused here.
+    """
+    if not raw.strip():
+        raise RequestError("body: empty; send a JSON object", status=400, field="body")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RequestError("body: nested too deeply", status=400, field="body") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RequestError(f"body: malformed JSON ({error})", status=400, field="body") from None
+
+
+def model_ranges(states: Iterable[Any]) -> dict[str, Range]:
+    """Per numeric input, the values every version's float32 features can take (see FEATURE_LIMIT).
+
+    ``states`` are fitted feature states (``inputs``, ``numeric``): a value whose scaled feature
+    ``(x - shift) / divide`` would leave ``±FEATURE_LIMIT`` overflows the network's float32
+    arithmetic into a NaN answer, so it is refused as the client's mistake before scoring.
+    """
+    ranges: dict[str, Range] = {}
+    for state in states:
+        for column, spec in state.numeric.items():
+            if column in state.inputs:
+                half = FEATURE_LIMIT * abs(spec["divide"])
+                low, high = ranges.get(column, FULL_RANGE)
+                ranges[column] = (max(low, spec["shift"] - half), min(high, spec["shift"] + half))
+    return ranges
+
+
+def parse_records(body: Any, signature: dict[str, str], max_records: int, *,
+                  max_string_chars: int = MAX_STRING_CHARS, ranges: Mapping[str, Range] | None = None,
+                  checks: InputChecks | None = None) -> tuple[Rows, str | None]:
+    """The raw-input rows of a ``/v1/predict`` body and its routing key; RequestError if bad.
+
+    ``ranges``: accepted values per numeric input (:func:`model_ranges`; default float32);
+    ``checks``: the schema's rules, flagging the rows or refusing them.
+    """
     if not isinstance(body, dict):
         raise RequestError("body: expected a JSON object with 'records'", field="body")
     records = body.get("records")
@@ -90,17 +175,25 @@ def parse_records(body: Any, signature: dict[str, str], max_records: int) -> tup
                            field="records")
     single = not isinstance(records, list)
     many = {**body, "records": [records] if single else records} if "records" in body else body
+    model = request_model(signature, max_records, True, max_string_chars, ranges)
     try:
-        parsed = request_model(signature, max_records, many_only=True).model_validate(many)
+        parsed = model.model_validate(many)
     except ValidationError as error:
         raise _first_error(error, single=single) from None
     # valid records hold exactly the signature's keys with values of the right types: read them as sent
     rows = Rows.from_values({c: [r[c] for r in many["records"]] for c in signature}, signature, single=single)
+    if checks is not None:
+        rows = checks.apply(rows, lambda i, column: f"records.{column}" if single else f"records[{i}].{column}")
     return rows, parsed.key
 
 
-def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[Rows, str | None, str | None]:
-    """Frame, request id and routing key of an Open Inference Protocol infer request."""
+def parse_oip(body: Any, signature: dict[str, str], max_records: int, *,
+              max_string_chars: int = MAX_STRING_CHARS, ranges: Mapping[str, Range] | None = None,
+              checks: InputChecks | None = None) -> tuple[Rows, str | None, str | None]:
+    """Rows, request id and routing key of an Open Inference Protocol infer request.
+
+    The keyword arguments are :func:`parse_records`'s; errors name tensor elements (``age[3]``).
+    """
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise RequestError("body: expected a JSON object with an 'inputs' list", field="inputs")
     columns: dict[str, list[Any]] = {}
@@ -110,13 +203,17 @@ def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[R
             raise RequestError(f"{where}: expected an object with name, shape, datatype and data", field=where)
         name, data, shape = tensor["name"], tensor.get("data"), tensor.get("shape")
         if name not in signature:
-            raise RequestError(f"{where}.name: unknown input {name!r}; inputs are {', '.join(signature)}",
+            raise RequestError(f"{where}.name: unknown input '{clip_text(name)}'; inputs are {', '.join(signature)}",
                                field=f"{where}.name")
-        if not isinstance(data, list) or not isinstance(shape, list):
-            raise RequestError(f"{name}: 'data' and 'shape' must be lists", field=name)
-        flat = _flatten(data)
-        if math.prod(int(s) for s in shape if isinstance(s, int)) != len(flat):
-            raise RequestError(f"{name}: shape {shape} does not match {len(flat)} values", field=name)
+        if name in columns:
+            raise RequestError(f"{where}.name: input '{name}' sent twice", field=f"{where}.name")
+        if not isinstance(data, list):
+            raise RequestError(f"{name}: 'data' must be a list", field=name)
+        size = tensor_size(shape, name, max_records)
+        flat = _flatten(data, name, size)
+        if len(flat) != size:
+            raise RequestError(f"{name}: shape {clip_text(str(shape))} does not match {_count(flat, size)} values",
+                               field=name)
         columns[name] = flat
     missing = [c for c in signature if c not in columns]
     if missing:
@@ -131,7 +228,8 @@ def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[R
         raise RequestError(f"inputs: {rows} rows, at most {max_records} per request", status=413, field="inputs")
     records = [{c: columns[c][i] for c in signature} for i in range(rows)]
     try:
-        rows, _ = parse_records({"records": records}, signature, max_records)
+        rows, _ = parse_records({"records": records}, signature, max_records, max_string_chars=max_string_chars,
+                                ranges=ranges, checks=checks)
     except RequestError as error:  # name the tensor element: tenure[1], not records[1].tenure
         match = re.match(r"records\[(\d+)\]\.(.+)", error.field or "")
         if not match:
@@ -139,9 +237,36 @@ def parse_oip(body: Any, signature: dict[str, str], max_records: int) -> tuple[R
         field = f"{match.group(2)}[{match.group(1)}]"
         raise RequestError(f"{field}:{str(error).split(':', 1)[1]}", error.status, field) from None
     parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-    request_id = body.get("id") if isinstance(body.get("id"), str) else None
-    key = parameters.get("key") if isinstance(parameters.get("key"), str) else None
+    request_id = _optional_string(body.get("id"), "id", max_string_chars)
+    key = _optional_string(parameters.get("key"), "parameters.key", max_string_chars)
     return rows, request_id, key
+
+
+def tensor_size(shape: Any, name: str, max_records: int) -> int:
+    """The number of elements of an OIP ``shape``: whole numbers, bounded before multiplying.
+
+    More than ``max_records`` elements is a 413 (a tensor holds one value per record), so a shape
+    of huge numbers costs no big-number arithmetic.
+    """
+    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in shape):
+        raise RequestError(f"{name}: shape must be a list of whole numbers >= 0", field=name)
+    size = 1
+    for dim in shape:
+        if dim > max_records or size * dim > max_records:
+            raise RequestError(f"inputs: {name} holds more than {max_records} values, at most {max_records} "
+                               f"rows per request", status=413, field="inputs")
+        size *= dim
+    return size
+
+
+def _optional_string(value: Any, field: str, max_chars: int) -> str | None:
+    """A string parameter (id, key) or None when absent or not a string; too long is a 422."""
+    if not isinstance(value, str):
+        return None
+    if len(value) > max_chars:
+        raise RequestError(f"{field}: string of {len(value):,} characters, at most {max_chars}", field=field)
+    return value
 
 
 @dataclass(frozen=True)
@@ -150,10 +275,13 @@ class Rows:
 
     Numbers are float64 arrays (null → NaN), timestamps datetime64[ns] in UTC, anything else an
     object array. ``LoadedModel.predict`` reads ``columns`` directly; ``frame()`` is for logs.
+    ``flags`` (input checks on): per record ``""`` or the schema rules it broke, joined by "; "
+    (``"age: above max 90"``); None where nothing was checked.
     """
 
     columns: dict[str, np.ndarray]
     count: int
+    flags: np.ndarray | None = None
 
     @classmethod
     def from_values(cls, columns: dict[str, list[Any]], signature: dict[str, str], single: bool = False) -> Rows:
@@ -178,7 +306,12 @@ class Rows:
         names = list(parts[0].columns if columns is None else columns)
         if len(parts) == 1 and columns is None:
             return parts[0]
-        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in names}, sum(p.count for p in parts))
+        flags = None
+        if any(p.flags is not None for p in parts):  # unchecked parts stay None (not "")
+            flags = np.concatenate([np.full(p.count, None, dtype=object) if p.flags is None else p.flags
+                                    for p in parts])
+        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in names}, sum(p.count for p in parts),
+                   flags)
 
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame."""
@@ -191,7 +324,7 @@ def _timestamps(column: str, values: list[Any], single: bool) -> np.ndarray:
     if bad.any():
         index = int(np.flatnonzero(bad.to_numpy())[0])
         field = f"records.{column}" if single else f"records[{index}].{column}"
-        raise RequestError(f"{field}: not an ISO 8601 timestamp: {values[index]!r}", field=field)
+        raise RequestError(f"{field}: not an ISO 8601 timestamp: '{clip_text(values[index])}'", field=field)
     return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
@@ -203,6 +336,11 @@ def oip_metadata(name: str, versions: list[int], signature: dict[str, str], task
     return {"name": name, "versions": [str(v) for v in versions], "platform": "raysys",
             "inputs": [{"name": c, "datatype": OIP_TYPES[k], "shape": [-1]} for c, k in signature.items()],
             "outputs": outputs}
+
+
+def oip_output_names(task: str) -> list[str]:
+    """The outputs of an infer response: predictions and, for classifiers, probabilities."""
+    return ["predictions"] if task == "regression" else ["predictions", "probabilities"]
 
 
 def oip_response(name: str, version: int, request_id: str, answer: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +356,13 @@ def oip_response(name: str, version: int, request_id: str, answer: dict[str, Any
     return {"model_name": name, "model_version": str(version), "id": request_id, "outputs": outputs}
 
 
+def require_finite(answer: dict[str, Any]) -> None:
+    """NonFiniteAnswer if a prediction or probability is NaN or infinite (a server fault)."""
+    values = answer["predictions"] if answer["probabilities"] is None else answer["probabilities"]
+    if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        raise NonFiniteAnswer("the model answered NaN or infinity; the request was not answered")
+
+
 def answer_from_output(output: np.ndarray, labels: np.ndarray, task: str, classes: list[Any] | None) -> dict[str, Any]:
     """Predictions and class probabilities as JSON-ready lists."""
     if task == "regression":
@@ -231,11 +376,27 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+def _flatten(data: list[Any], name: str, size: int) -> list[Any]:
+    """Row-major values of nested lists, walked without recursion; stops past ``size`` values."""
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    stack = [iter(data)]
+    while stack and len(flat) <= size:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) >= MAX_DEPTH:
+                    raise RequestError(f"{name}: data nested deeper than {MAX_DEPTH} levels", field=name)
+                stack.append(iter(item))
+                break
+            flat.append(item)
+            if len(flat) > size:
+                break
+        else:
+            stack.pop()
     return flat
+
+
+def _count(flat: list[Any], size: int) -> str:
+    return f"more than {size}" if len(flat) > size else str(len(flat))
 
 
 def _first_error(error: ValidationError, single: bool) -> RequestError:
@@ -247,11 +408,16 @@ def _first_error(error: ValidationError, single: bool) -> RequestError:
             if not single:
                 parts[-1:] = [f"{parts[-1]}[{part}]"]
         else:
-            parts.append(str(part))
+            parts.append(clip_text(str(part)))  # an unknown key can be megabytes long
     field = ".".join(parts) or "body"
-    message = first["msg"]
+    message, context = first["msg"], first.get("ctx", {})
     if first["type"] == "extra_forbidden":
         message = "unknown field (not an input of this model)" if len(parts) > 1 else "unknown field"
+    elif first["type"] in ("less_than_equal", "greater_than_equal"):
+        side, bound = ("most", context["le"]) if first["type"] == "less_than_equal" else ("least", context["ge"])
+        message = f"{first['input']:.6g} is outside the model's input range (at {side} {bound:.6g})"
+    elif first["type"] == "string_too_long":
+        message = f"string of {len(first['input']):,} characters, at most {context['max_length']}"
     elif first["type"] == "missing":
         message = "missing" + (" (every input is required; send null to use the fitted default)" if len(parts) > 1 else "")
     return RequestError(f"{field}: {message}", field=field)

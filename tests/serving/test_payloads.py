@@ -112,3 +112,117 @@ def test_bad_oip_requests_name_the_input(body, status, field):
     with pytest.raises(RequestError) as caught:
         payloads.parse_oip(body, SIGNATURE, 10)
     assert (caught.value.status, caught.value.field) == (status, field)
+
+
+# ---------------------------------------------------------------- hostile bodies (issue 9, section 2)
+
+
+def test_non_finite_and_out_of_range_numbers_are_a_422_naming_the_field():
+    infinite_int = json.loads('{"records": {"tenure": 1, "plan": "pro", "seats": Infinity, "active": true}}')
+    with pytest.raises(RequestError) as caught:  # was an OverflowError: a 500
+        payloads.parse_records(infinite_int, SIGNATURE, 10)
+    assert (caught.value.status, caught.value.field) == (422, "records.seats") and "finite" in str(caught.value)
+    for field, value in (("tenure", 1e300), ("seats", -1e39), ("tenure", 10**400)):
+        with pytest.raises(RequestError) as caught:  # 1e300 was scored: float32 overflow, NaN in the answer
+            payloads.parse_records({"records": [RECORD, {**RECORD, field: value}]}, SIGNATURE, 10)
+        assert (caught.value.status, caught.value.field) == (422, f"records[1].{field}")
+    edge, _ = payloads.parse_records({"records": {**RECORD, "tenure": -payloads.FLOAT32_MAX}}, SIGNATURE, 10)
+    assert edge.columns["tenure"].tolist() == [-payloads.FLOAT32_MAX]
+
+
+def test_a_model_range_bounds_numbers_by_the_fitted_scaling():
+    from raysys.data.features import FeatureState
+
+    scaling = {"impute": "median", "scale": "standard", "fill": 0.0, "stats": {}}
+    state = FeatureState(inputs={"tenure": "float", "seats": "int"}, derived={"ratio": "tenure / seats"},
+                         numeric={"tenure": {**scaling, "shift": 10.0, "divide": 0.5},
+                                  "ratio": {**scaling, "shift": 0.0, "divide": 1.0}}, categorical={})
+    other = FeatureState(inputs={"tenure": "float"}, derived={}, categorical={},
+                         numeric={"tenure": {**scaling, "shift": 0.0, "divide": 1e30}})  # a second version
+    ranges = payloads.model_ranges([state, other])  # derived features have no request field to bound
+    assert ranges == {"tenure": (10.0 - 0.5 * payloads.FEATURE_LIMIT, 10.0 + 0.5 * payloads.FEATURE_LIMIT)}
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_records({"records": {**RECORD, "tenure": 1e12}}, SIGNATURE, 10, ranges=ranges)
+    assert caught.value.field == "records.tenure" and "1e+12 is outside the model's input range" in str(caught.value)
+    rows, _ = payloads.parse_records({"records": {**RECORD, "tenure": 1e8}}, SIGNATURE, 10, ranges=ranges)
+    assert rows.columns["tenure"].tolist() == [1e8]
+
+
+def test_an_over_long_string_is_refused_by_its_length_and_never_echoed():
+    huge = "x" * 2_097_152
+    with pytest.raises(RequestError) as caught:  # was answered 200, scored and logged
+        payloads.parse_records({"records": [{**RECORD, "plan": huge}]}, SIGNATURE, 10)
+    assert str(caught.value) == "records[0].plan: string of 2,097,152 characters, at most 1024"
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_records({"records": RECORD, "key": huge}, SIGNATURE, 10, max_string_chars=8)
+    assert caught.value.field == "key" and len(str(caught.value)) < 80
+    for body in ({"records": {**RECORD, huge: 1}}, {"records": {**RECORD, "at": huge}}):
+        with pytest.raises(RequestError) as caught:  # an unknown key or a bad timestamp: clipped
+            payloads.parse_records(body, {**SIGNATURE, "at": "timestamp"} if "at" in body["records"] else SIGNATURE,
+                                   10, max_string_chars=len(huge))
+        assert len(str(caught.value)) < 200 and len(caught.value.field) < 80
+    rows, _ = payloads.parse_records({"records": {**RECORD, "plan": "x" * 8}}, SIGNATURE, 10, max_string_chars=8)
+    assert rows.columns["plan"].tolist() == ["x" * 8]
+
+
+def test_deep_nesting_is_refused_without_recursion():
+    with pytest.raises(RequestError) as caught:  # json.loads recursed: a RecursionError, a 500
+        payloads.load_json(b"[" * 100_000 + b"]" * 100_000)
+    assert (caught.value.status, caught.value.field) == (400, "body")
+    nested: list = [1.5]
+    for _ in range(5000):  # built without json: the parser's own walk must not recurse either
+        nested = [nested]
+    inputs = [{**tensor, "data": nested if tensor["name"] == "tenure" else tensor["data"]}
+              for tensor in oip_body(rows=1)["inputs"]]
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_oip({"inputs": inputs}, SIGNATURE, 10)
+    assert (caught.value.status, caught.value.field) == (422, "tenure") and "nested deeper" in str(caught.value)
+    shallow = [{**tensor, "data": [[[1.5]]] if tensor["name"] == "tenure" else tensor["data"]}
+               for tensor in oip_body(rows=1)["inputs"]]
+    assert payloads.parse_oip({"inputs": shallow}, SIGNATURE, 10)[0].columns["tenure"].tolist() == [1.5]
+
+
+def test_huge_oip_shapes_are_bounded_before_any_multiplication():
+    huge = 10**4000  # thousands of digits: multiplying hundreds of them took seconds
+    for shape in ([huge] * 300, [2, huge], [11], [4, 3]):
+        body = oip_body(inputs=[{**oip_body()["inputs"][0], "shape": shape}, *oip_body()["inputs"][1:]])
+        with pytest.raises(RequestError) as caught:
+            payloads.parse_oip(body, SIGNATURE, 10)
+        assert (caught.value.status, caught.value.field) == (413, "inputs") and "tenure" in str(caught.value)
+    for shape in ([2, -1], [2, True], "2", [2.0]):
+        body = oip_body(inputs=[{**oip_body()["inputs"][0], "shape": shape}, *oip_body()["inputs"][1:]])
+        with pytest.raises(RequestError) as caught:
+            payloads.parse_oip(body, SIGNATURE, 10)
+        assert (caught.value.status, caught.value.field) == (422, "tenure")
+
+
+def test_oip_ids_and_keys_are_bounded_and_an_input_is_sent_once():
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_oip(oip_body(id="r" * 2000), SIGNATURE, 10)
+    assert caught.value.field == "id" and "2,000 characters" in str(caught.value)
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_oip(oip_body(parameters={"key": "k" * 2000}), SIGNATURE, 10)
+    assert caught.value.field == "parameters.key"
+    twice = oip_body(inputs=[*oip_body()["inputs"], oip_body()["inputs"][0]])
+    with pytest.raises(RequestError) as caught:
+        payloads.parse_oip(twice, SIGNATURE, 10)
+    assert caught.value.field == "inputs[4].name"
+
+
+def test_a_non_finite_answer_is_a_server_fault():
+    payloads.require_finite({"predictions": [0, 1], "probabilities": [[0.5, 0.5], [0.1, 0.9]]})
+    with pytest.raises(payloads.NonFiniteAnswer):
+        payloads.require_finite({"predictions": [0], "probabilities": [[float("nan"), float("nan")]]})
+    with pytest.raises(payloads.NonFiniteAnswer):
+        payloads.require_finite({"predictions": [1.0, float("inf")], "probabilities": None})
+
+
+def test_flags_concatenate_with_their_rows_and_unchecked_parts_stay_unflagged():
+    import dataclasses
+
+    first, _ = payloads.parse_records({"records": [RECORD, RECORD]}, SIGNATURE, 10)
+    second, _ = payloads.parse_records({"records": RECORD}, SIGNATURE, 10)
+    flagged = dataclasses.replace(first, flags=np.array(["", "tenure: above max 1"], dtype=object))
+    both = payloads.Rows.concat([flagged, second], ["tenure"])
+    assert both.flags.tolist() == ["", "tenure: above max 1", None] and list(both.columns) == ["tenure"]
+    assert payloads.Rows.concat([first, second]).flags is None

@@ -73,6 +73,11 @@ def test_open_inference_protocol(served):
         (lambda row: {"records": []}, 422, "records"),
         (lambda row: {"records": [row] * 1001}, 413, "records"),
         (lambda row: [row], 422, "body"),
+        # issue 9: each of these was a 500 (float32 overflow to a NaN answer, a RecursionError)
+        (lambda row: {"records": [{**row, next(iter(row)): 1e300}]}, 422, "records[0]."),
+        (lambda row: {"records": [{**row, next(iter(row)): 1e36}]}, 422, "records[0]."),  # ~1e35 std devs: was scored
+        (lambda row: b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+        (lambda row: {"records": {**row, next(iter(row)): "x" * (1 << 20)}}, 413, "body"),  # over max_body_bytes
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_field_and_serving_goes_on(served, make_body, status, field):
@@ -83,4 +88,17 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_serving_goes_on(served, mak
     answer = requests.post(f"{url}/v1/predict", timeout=30, **kwargs)
     assert answer.status_code == status, answer.text
     assert answer.json()["field"].startswith(field)
+    assert requests.post(f"{url}/v1/predict", json={"records": row}, timeout=30).status_code == 200
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_and_long_ids_are_refused(served):
+    rs, url = served
+    row = raw_rows(rs, 1)[0]
+    chunk = b'{"records": [' + b" " * (256 << 10)
+    answer = requests.post(f"{url}/v1/predict", data=iter([chunk] * 8), timeout=30,  # no Content-Length
+                           headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["field"] == "body", answer.text
+    long_id = requests.post(f"{url}/v1/predict", json={"records": row}, headers={"x-request-id": "r" * 5000},
+                            timeout=30)
+    assert long_id.status_code == 422 and long_id.json()["field"] == "x-request-id"
     assert requests.post(f"{url}/v1/predict", json={"records": row}, timeout=30).status_code == 200
