@@ -106,6 +106,22 @@ def _render_status(r: dict[str, Any]) -> None:
             for name, d in r.get("deployments", {}).items()]
     if rows:
         out_console.print(table("deployments", ["deployment", "status", "replicas"], rows))
+    _render_faults(r.get("faults") or {})
+
+
+def _render_faults(faults: dict[str, Any]) -> None:
+    """Requests, failures (a challenger's fell back to the champion) and dropped shadows per version."""
+    from rich.markup import escape
+
+    from raysys.serving.faults import fault_rows
+
+    if faults.get("versions"):
+        rows = [[*row[:-1], escape(row[-1])] for row in fault_rows(faults)]
+        out_console.print(table(f"requests and faults (all replicas, cumulative; {faults['replicas']} reports)",
+                                ["version", "role", "requests", "failures", "dropped", "last error"], rows))
+    if faults.get("prediction_log"):
+        out_console.print("prediction log: " + ", ".join(
+            f"{value:,} {name.replace('_', ' ')}" for name, value in faults["prediction_log"].items()))
 
 
 def _render_move(r: dict[str, Any]) -> None:

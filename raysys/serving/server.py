@@ -5,6 +5,13 @@ Every replica holds the versions of its :class:`TrafficPlan` (champion, challeng
 A rollout is a new ``user_config``: Serve calls :meth:`ModelServer.reconfigure` on the running
 replicas, which load the new versions first and then swap the plan in one assignment, so no
 request ever sees a half-applied move and no replica restarts.
+
+Faults never fail a request and never go unseen: a challenger that raises falls back to the
+champion, a shadow runs as a background task (kept, and bounded by ``serve.max_shadow_in_flight``:
+above it, the copy is dropped), and each is counted, logged and reported to storage by
+:class:`~raysys.serving.faults.FaultReporter` (``raysys serve status`` shows the totals). On
+graceful shutdown (Serve awaits ``__del__`` after draining requests) the replica waits for its
+shadows, writes its prediction log and reports its counts.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -21,11 +29,13 @@ from ray import serve
 
 from raysys.modeling.predict import LoadedModel
 from raysys.serving import payloads
+from raysys.serving.faults import FaultReporter
 from raysys.serving.payloads import Rows
 from raysys.serving.prediction_log import PredictionLog
 from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
 
+SHADOW_WAIT_S = 10.0  # on shutdown, for shadow copies still in flight (they take milliseconds)
 
 @dataclass(frozen=True)
 class Served:
@@ -50,6 +60,28 @@ def request_signature(plan: TrafficPlan, models: dict[int, LoadedModel]) -> dict
     return signature
 
 
+class BoundedTasks:
+    """Background tasks with a reference kept (none is collected mid-flight) and a bound on how many run."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.running: set[asyncio.Task] = set()
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``work()`` in the background; False (and nothing started) when ``limit`` already run."""
+        if len(self.running) >= self.limit:
+            return False
+        task = asyncio.get_running_loop().create_task(work())
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return True
+
+    async def wait(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for the running tasks to finish."""
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout_s)
+
+
 class ModelServer:
     """Replica state: loaded versions, the traffic plan, batching and the prediction log."""
 
@@ -57,11 +89,20 @@ class ModelServer:
         self.name: str = settings["model"]
         self.storage = Storage.open(settings["storage_root"])
         self.max_records: int = settings["max_records"]
+        self.max_body_bytes: int = settings["max_body_bytes"]
+        self.max_string_chars: int = settings["max_string_chars"]
+        from raysys.serving.input_checks import InputChecks
+
+        self.input_checks = InputChecks.from_settings(settings["input_checks"])
         self.batching: bool = settings["batching"]["enabled"]
         self._batched.set_max_batch_size(settings["batching"]["max_batch_size"])
         self._batched.set_batch_wait_timeout_s(settings["batching"]["wait_timeout_s"])
         log = settings["prediction_log"]
-        self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"]) if log["enabled"] else None
+        self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"],
+                                 log["max_pending_rows"], log["spill_dir"]) if log["enabled"] else None
+        self.shadows = BoundedTasks(settings["max_shadow_in_flight"])
+        self.faults = FaultReporter(self.storage, settings["app"], serve.get_replica_context().replica_tag,
+                                    settings["fault_report_s"], self.log.stats if self.log else dict)
         self.served: Served | None = None
         self.reconfigure(settings["initial"])  # the app is built before Serve's first reconfigure
 
@@ -86,10 +127,19 @@ class ModelServer:
 
         return build_api(self)
 
-    def __del__(self):
-        """Flush the prediction log: Serve calls ``__del__`` when it stops a replica gracefully."""
-        if getattr(self, "log", None) is not None:
-            self.log.flush()
+    async def __del__(self):
+        """Graceful shutdown (Serve awaits it once requests are drained): shadows, log, counts."""
+        if getattr(self, "faults", None) is None:  # __init__ failed: nothing was served
+            return
+        await self.shadows.wait(SHADOW_WAIT_S)
+        if self.log is not None:
+            await self.log.close()
+        await self.faults.close()
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check; it also resumes delivering batches spilled on this node."""
+        if self.log is not None:
+            self.log.resume()
 
     # ------------------------------------------------------------------ predictions
 
@@ -114,18 +164,31 @@ class ModelServer:
         served, started = served or self.served, time.perf_counter()
         plan, models = served.plan, served.models
         version = plan.route(key, random.random())
+        role = "champion" if version == plan.champion else "challenger"
         try:
-            result = await self._answer(models[version], rows)
+            result = await self._counted(models[version], version, role, rows)
         except Exception:
-            if version == plan.champion:
+            if role == "champion":
                 raise
             version = plan.champion  # a failing challenger never fails a request
-            result = await self._answer(models[version], rows)
+            result = await self._counted(models[version], version, "champion", rows)
         self._log(rows, result, request_id, version, "answer", started, key)
         if plan.shadow is not None:
-            shadow = self._shadow(plan.shadow, models[plan.shadow], rows, request_id, key)
-            asyncio.get_running_loop().create_task(shadow)
+            shadow = plan.shadow
+            if not self.shadows.start(lambda: self._shadow(shadow, models[shadow], rows, request_id, key)):
+                self.faults.count(shadow, "shadow", "dropped")
         return version, result
+
+    async def _counted(self, model: LoadedModel, version: int, role: str, rows: Rows) -> dict[str, Any]:
+        """``model``'s answer, counted as a request of ``version`` in ``role``; a failure is counted too."""
+        self.faults.count(version, role, "requests")
+        try:
+            result = await self._answer(model, rows)
+            payloads.require_finite(result)  # a NaN answer is this version's fault, never sent or logged
+            return result
+        except Exception as error:
+            self.faults.failed(version, role, error)
+            raise
 
     async def _answer(self, model: LoadedModel, rows: Rows) -> dict[str, Any]:
         if not self.batching:
@@ -160,8 +223,8 @@ class ModelServer:
                       key: str | None) -> None:
         started = time.perf_counter()
         try:
-            result = await self._answer(model, rows)
-        except Exception:  # noqa: BLE001 - a shadow's failure is its own problem
+            result = await self._counted(model, version, "shadow", rows)
+        except Exception:  # noqa: BLE001 - counted and logged; never the client's problem
             return
         self._log(rows, result, request_id, version, "shadow", started, key)
 
@@ -170,7 +233,6 @@ class ModelServer:
             latency = (time.perf_counter() - started) * 1000
             self.log.add(rows, result, request_id=request_id, version=version, role=role, latency_ms=latency,
                          key=key, at=datetime.now(timezone.utc))
-
 
 
 def answer(model: LoadedModel, rows: Rows | pd.DataFrame) -> dict[str, Any]:

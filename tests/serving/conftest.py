@@ -19,8 +19,8 @@ def serve_cfg(**override) -> dict:
 
 def perturbed_copy(rs, version: int) -> int:
     """Register a second version: the same model with a shifted output bias (other answers)."""
+    from raysys.modeling.artifacts import bytes_to_state_dict, state_dict_to_bytes
     from raysys.modeling.predict import WEIGHTS
-    from raysys.modeling.registry import bytes_to_state_dict, state_dict_to_bytes
 
     registry = rs.models.registry
     source = registry.get(rs.models.name, version)
@@ -31,6 +31,42 @@ def perturbed_copy(rs, version: int) -> int:
     files[WEIGHTS] = state_dict_to_bytes(state)
     return registry.register(rs.models.name, files, metrics=source.metrics, lineage=source.lineage,
                              params=source.params, run_id=None, description="perturbed copy for tests").version
+
+
+def failing_copy(rs, version: int) -> int:
+    """Register a version that loads (checksums, weights, spec) but whose every prediction raises.
+
+    Its network and its preprocessing are out of step: the network reads a feature column the
+    preprocessing does not produce (same count, so the weights load), as skew between a model
+    and its feature state would fail in production.
+    """
+    import json
+
+    from raysys.modeling.predict import SPEC
+
+    registry = rs.models.registry
+    source = registry.get(rs.models.name, version)
+    files = registry.load_files(source)
+    spec = json.loads(files[SPEC])
+    spec["inputs"]["numeric"][0] = "no_such_feature"
+    files[SPEC] = json.dumps(spec).encode()
+    return registry.register(rs.models.name, files, metrics=source.metrics, lineage=source.lineage,
+                             params=source.params, run_id=None, description="fails on every request").version
+
+
+def copy_on_new_root(rs, root, version: int, **serve):
+    """A System on its own storage root (own app, log and counts) serving a copy of ``version``."""
+    import yaml
+
+    cfg = yaml.safe_load(rs.config_path.read_text())
+    cfg["serve"] = {**cfg["serve"], **serve}
+    other = system_from(cfg, root)
+    source = rs.models.registry.get(rs.models.name, version)
+    copied = other.models.registry.register(other.models.name, rs.models.registry.load_files(source),
+                                            metrics=source.metrics, lineage=source.lineage, params=source.params,
+                                            run_id=None, description=f"copy of v{version}")
+    other.models.promote(copied.version, "champion", actor="test", reason="copy")
+    return other
 
 
 @pytest.fixture(scope="package")
