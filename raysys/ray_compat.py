@@ -9,8 +9,10 @@ fails loudly when any guard takes its fallback, so an upgrade cannot silently de
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ SERVE_MODE_SWITCHES = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMI
 HAPROXY_SETTINGS = ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
                     "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH", "RAY_SERVE_HAPROXY_SERVER_STATE_BASE",
                     "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", "RAY_SERVE_HAPROXY_STATS_PORT",
-                    "RAY_SERVE_HAPROXY_METRICS_PORT")
+                    "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT",
+                    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT",
+                    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT")
 ASGI_BUILDER = "__serve_build_asgi_app__"  # a class with this method is a late-bound Serve ingress
 
 
@@ -111,3 +115,101 @@ def unknown_serve_settings() -> list[str]:
     if unknown:
         _fallback(", ".join(unknown), "Serve ignores these settings")
     return unknown
+
+
+# Ray's switch for its single-machine mode (ray._private.ray_constants.ENABLE_RAY_CLUSTER, read once at import).
+SINGLE_NODE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+HAPROXY_BINARY_SETTING = "RAY_SERVE_HAPROXY_BINARY_PATH"  # the HAProxy executable Serve runs
+
+
+def cluster_requires_token(address: str, timeout_s: float = 10.0) -> bool | None:
+    """Whether the Ray cluster whose GCS is at ``address`` (host:port) refuses a driver without a token.
+
+    Asks the GCS for its cluster id, the first call every driver makes, over plain gRPC and
+    without a token: UNAUTHENTICATED means token authentication is on. Uses Ray's generated
+    ``ray.core.generated.gcs_service_pb2_grpc`` stubs; None when they are gone or the GCS does
+    not answer (Ray's own connection then reports why).
+    """
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        _fallback("ray.core.generated.gcs_service_pb2_grpc", "a cluster's token authentication is not detected")
+        return None
+    with grpc.insecure_channel(address) as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+        except grpc.RpcError as error:
+            return True if error.code() == grpc.StatusCode.UNAUTHENTICATED else None
+    return False
+
+
+def use_client_auth(token: bool, token_path: str | None = None) -> bool:
+    """Make this process connect with token authentication on or off, reading the token from ``token_path``.
+
+    Ray takes the mode from ``RAY_AUTH_MODE`` and the token from ``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, and caches both: this sets the variables
+    (a path replaces ``RAY_AUTH_TOKEN``) and refreshes the caches with
+    ``ray._raylet.Config.initialize`` and ``AuthenticationTokenLoader.reset_cache``, as
+    ``ray.init`` does for a new local cluster. False when those are gone (the variables then
+    reach only the processes this one starts).
+    """
+    import os
+
+    os.environ["RAY_AUTH_MODE"] = "token" if token else "disabled"
+    if token_path is not None:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:
+        _fallback("ray._raylet.Config / AuthenticationTokenLoader", "this process keeps the auth mode it started with")
+        return False
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return True
+
+
+@contextlib.contextmanager
+def loopback_node_ip(enabled: bool = True) -> Iterator[bool]:
+    """Inside this block, Ray takes 127.0.0.1 as this machine's node IP (its single-machine mode).
+
+    On Linux Ray swaps 127.0.0.1 for the machine's network IP, both for the node ``ray.init``
+    starts and for an address it connects to, so a Ray on loopback would be unreachable. Turns
+    ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    read once at import) off for the block; yields False (Ray's network IP) when it is gone.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        ray_constants = None
+    if not enabled:
+        yield False
+        return
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None) != SINGLE_NODE_SWITCH:
+        _fallback("ray._private.ray_constants.ENABLE_RAY_CLUSTER", "Ray listens on the node's network IP")
+        yield False
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield True
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def haproxy_launcher_supported() -> bool:
+    """Whether Serve runs the HAProxy executable named by ``RAY_SERVE_HAPROXY_BINARY_PATH`` and binds
+    its stats and metrics listeners with ``bind *:PORT`` / ``bind :PORT`` (what raysys's launcher
+    rewrites to ``ray.host``); False: those listeners may stay on every interface."""
+    try:
+        from ray.serve._private import constants
+        from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+    except ImportError:
+        constants, HAPROXY_CONFIG_TEMPLATE = None, ""
+    binds = ("bind :{{ config.metrics_port }}", "bind *:{{ config.stats_port }}")
+    if not hasattr(constants, HAPROXY_BINARY_SETTING) or not all(b in HAPROXY_CONFIG_TEMPLATE for b in binds):
+        _fallback(f"{HAPROXY_BINARY_SETTING} and Serve's HAProxy binds", "HAProxy's side ports may listen everywhere")
+        return False
+    return True

@@ -1,25 +1,33 @@
-"""Ray start-up and the translation of errors raised inside Ray tasks into one-line errors."""
+"""Ray start-up (local Rays on ``ray.host``, clusters joined with their own auth mode and token),
+and the translation of errors raised inside Ray tasks into one-line errors."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ipaddress
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from raysys.config import RayConfig
 from raysys.errors import RaysysError, SourceError
+from raysys.haproxy import EVERY_INTERFACE, private_haproxy, stop_haproxy
+from raysys.secrets import mask_text
 
 
 def ensure_ray(cfg: RayConfig) -> None:
     """Start or join Ray unless this process is already connected.
 
     ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster ("auto" finds one started with
-    ``ray start``); otherwise a fresh local Ray sized by ``ray.num_cpus`` starts, so a command
-    never attaches to some other local Ray by accident. The dashboard is kept on: Ray Train's
-    placement-group cleaner and Serve's status use the State API it serves, and without it a
-    Tune trial's finished Train run keeps its CPUs reserved (ray-project/ray#54305).
+    ``ray start``) the way it expects (:func:`join_ray`); otherwise a fresh local Ray sized by
+    ``ray.num_cpus`` starts, so a command never attaches to some other local Ray by accident.
+    The dashboard is kept on: Ray Train's placement-group cleaner and Serve's status use the
+    State API it serves, and without it a Tune trial's finished Train run keeps its CPUs
+    reserved (ray-project/ray#54305).
     """
     import ray
 
@@ -31,7 +39,7 @@ def ensure_ray(cfg: RayConfig) -> None:
         address = os.environ.get("RAY_ADDRESS")
     quiet = {"logging_level": "ERROR", "log_to_driver": False} if _QUIET else {"logging_level": "WARNING"}
     if address:
-        ray.init(address=address, **quiet)
+        join_ray(address, **quiet)
     else:
         start_local_ray(cfg, **quiet)
     if _QUIET:
@@ -39,15 +47,139 @@ def ensure_ray(cfg: RayConfig) -> None:
 
 
 _QUIET = False
+RAY_TOKEN_FILE = ("~", ".ray", "auth_token")  # where Ray (`ray get-auth-token --generate`) keeps its token
 
 
-def start_local_ray(cfg: RayConfig, **options: Any) -> None:
-    """A new local Ray as raysys runs one: :func:`cluster_env` and its own dashboard (``ray.init`` options pass on)."""
+@dataclass
+class NewRay:
+    """What raysys gives a Ray it starts: its processes' environment, and the HAProxy folder it owns."""
+
+    env: dict[str, str]
+    haproxy_dir: str | None
+
+    def release(self) -> None:
+        """Stop this Ray's HAProxy and remove its folder (once Ray itself is down)."""
+        stop_haproxy(self.haproxy_dir)
+
+
+_STARTED: list[NewRay] = []  # the local Rays this process started (ray.init), released at exit
+
+
+def start_local_ray(cfg: RayConfig, **options: Any) -> NewRay:
+    """A new local Ray as raysys runs one (:func:`new_ray`, its own dashboard, on ``ray.host``).
+
+    ``ray.init`` options pass on. :func:`stop_local_ray` (also run at exit) shuts it down with
+    its HAProxy.
+    """
     import ray
 
+    from raysys.ray_compat import loopback_node_ip
+
     port = free_port()
-    with cluster_environment(cfg, port):
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_port=port, **options)
+    new = new_ray(cfg, port)
+    node = {"_node_ip_address": cfg.host} if not (is_loopback(cfg.host) or every_interface(cfg.host)) else {}
+    try:
+        with environment(new.env), loopback_node_ip(is_loopback(cfg.host)):
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host=cfg.host,
+                     dashboard_port=port, **node, **options)
+    except BaseException:
+        new.release()
+        raise
+    if not _STARTED:
+        atexit.register(stop_local_ray)
+    _STARTED.append(new)
+    return new
+
+
+def stop_local_ray() -> None:
+    """Shut Ray down in this process, then stop the HAProxy of every local Ray it started.
+
+    Serve runs HAProxy as a child of its proxy actor and leaves it running when Ray stops.
+    """
+    import ray
+
+    ray.shutdown()
+    while _STARTED:
+        _STARTED.pop().release()
+
+
+def join_ray(address: str, token_path: str | None = None, **options: Any) -> None:
+    """Connect this process to the running Ray at ``address`` the way that cluster expects.
+
+    The auth mode is the cluster's (its GCS refuses a call without a token when token auth is
+    on), never whatever this shell's ``RAY_AUTH_MODE`` says. The token is read from
+    ``token_path`` (the file a head raysys started was given), else where Ray looks for it
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``). A loopback address
+    stays on loopback (Linux Ray would swap in the network IP, where such a Ray does not listen).
+    ``ray.init`` options pass on; a Ray Client address (``ray://``) goes to Ray as it is.
+    """
+    import ray
+
+    from raysys.ray_compat import cluster_requires_token, loopback_node_ip, use_client_auth
+
+    gcs = _gcs_address(address)
+    needs_token = cluster_requires_token(gcs) if gcs else None
+    if needs_token is not None:
+        use_client_auth(needs_token, _client_token_file(gcs, token_path) if needs_token else None)
+    with loopback_node_ip(gcs is not None and is_loopback(gcs.rsplit(":", 1)[0].strip("[]"))):
+        ray.init(address=gcs or address, **options)
+
+
+def _gcs_address(address: str) -> str | None:
+    """host:port of the GCS ``address`` names ("auto": the cluster `ray start` ran last), None if unknown."""
+    if "://" in address:
+        return None
+    if address != "auto":
+        return address
+    from raysys.ray_compat import ray_address_file
+
+    path = ray_address_file()
+    try:
+        return (Path(path).read_text().strip() or None) if path else None
+    except OSError:
+        return None
+
+
+def _client_token_file(address: str, recorded: str | None) -> str | None:
+    """The token file to send to a cluster that wants one: the ``recorded`` one, else Ray's
+    (None: ``RAY_AUTH_TOKEN`` holds the token)."""
+    if recorded is None and os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(recorded or os.environ.get("RAY_AUTH_TOKEN_PATH") or Path(*RAY_TOKEN_FILE).expanduser())
+    if not path.is_file():
+        hint = "" if recorded else " (or name its file in RAY_AUTH_TOKEN_PATH)"
+        raise RaysysError(f"the Ray cluster at {address} uses token authentication and there is no token here: "
+                          f"put the cluster's token in {path}{hint}")
+    return str(path)
+
+
+def head_token_file() -> str:
+    """The token file for a head raysys starts: ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``,
+    created (private to this user) the way ``ray get-auth-token --generate`` makes one if missing."""
+    import secrets
+
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path(*RAY_TOKEN_FILE).expanduser())
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_hex(32))
+    return str(path)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address) is this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def every_interface(host: str) -> bool:
+    """Whether ``host`` means every interface (0.0.0.0 or ::)."""
+    return host in EVERY_INTERFACE
+
 
 SERVE_MODES = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy in front of the ingress replicas
@@ -58,37 +190,37 @@ SERVE_MODES = {
 }
 
 
-def cluster_env(cfg: RayConfig, dashboard_port: int) -> dict[str, str]:
-    """Environment variables for a new Ray that raysys starts (its daemons pass them to every worker).
+def new_ray(cfg: RayConfig, dashboard_port: int) -> NewRay:
+    """Environment for a new Ray that raysys starts (its daemons pass it to every worker).
 
     ``RAY_API_SERVER_ADDRESS`` names the cluster's own dashboard (started on ``dashboard_port``):
     State API clients inside the cluster, such as Ray Train's placement-group cleaner, otherwise
     look for "the" local Ray in ``/tmp/ray/ray_current_cluster``, which names whichever cluster
     ``ray start`` ran last, possibly one stopped since; the cleaner then dies and a finished Train
-    run keeps its CPUs. In ``high_throughput`` mode the cluster also gets HAProxy files and side
-    ports of its own. A variable already set in this process wins (an operator's override).
+    run keeps its CPUs. With ``ray.host`` on loopback, Ray runs in its single-machine mode (node
+    IP 127.0.0.1, so its services listen there). In ``high_throughput`` mode the cluster also gets
+    HAProxy files and side ports of its own, on ``ray.host`` (:mod:`raysys.haproxy`). A variable
+    already set in this process wins (an operator's override).
     """
-    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}", **SERVE_MODES[cfg.serve_mode]}
+    from raysys.ray_compat import HAPROXY_BINARY_SETTING, SINGLE_NODE_SWITCH
+
+    api_host = "127.0.0.1" if every_interface(cfg.host) else cfg.host
+    env = {"RAY_API_SERVER_ADDRESS": f"http://{_url_host(api_host)}:{dashboard_port}", **SERVE_MODES[cfg.serve_mode]}
+    if is_loopback(cfg.host):
+        env[SINGLE_NODE_SWITCH] = "0"
+    folder, launcher = None, None
     if cfg.serve_mode == "high_throughput":
-        env.update(_private_haproxy())
-    return {name: os.environ.get(name, value) for name, value in env.items()}
+        haproxy_env, folder = private_haproxy(cfg.host, free_port(), free_port())
+        launcher = haproxy_env.pop(HAPROXY_BINARY_SETTING, None)
+        env.update(haproxy_env)
+    env = {name: os.environ.get(name, value) for name, value in env.items()}
+    if launcher is not None:  # it runs the operator's binary, if one is set
+        env[HAPROXY_BINARY_SETTING] = launcher
+    return NewRay(env, folder)
 
 
-def _private_haproxy() -> dict[str, str]:
-    """Serve's HAProxy defaults (``/tmp/haproxy-serve``, ports 8404 and 9101) are the same for every
-    Ray on a machine, so a second local cluster (a test session next to ``serve up``) would
-    overwrite the first one's config and fail to bind: give each cluster its own."""
-    import tempfile
-
-    # short: Serve nests a 56-character node id under it, and HAProxy's socket paths max out at 97
-    folder = tempfile.mkdtemp(prefix="rshap", dir="/tmp" if os.path.isdir("/tmp") else None)
-    return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def free_port() -> int:
@@ -101,9 +233,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster_environment(cfg: RayConfig, dashboard_port: int) -> Iterator[None]:
-    """Start a local Ray inside this block to give it :func:`cluster_env` (this process's env is restored)."""
-    extra = cluster_env(cfg, dashboard_port)
+def environment(extra: dict[str, str]) -> Iterator[None]:
+    """Start a local Ray inside this block to give it ``extra`` variables (this process's env is restored)."""
     before = {name: os.environ.get(name) for name in extra}
     os.environ.update(extra)
     try:
@@ -215,5 +346,5 @@ def _from_io(error: BaseException) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    text = mask_text(str(error)).strip().splitlines()
     return text[0][:300] if text else type(error).__name__

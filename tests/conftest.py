@@ -14,23 +14,39 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray with 2 CPUs, started once and shut down at the end."""
+    """A local Ray with 2 CPUs, started once and shut down at the end, with nothing of it left running."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        # log_to_driver=False as in the CLI: worker and raylet lines must not mix into captured stdout
-        from raysys.config import RayConfig
-        from raysys.runtime import start_local_ray
+    from raysys.config import RayConfig
+    from raysys.runtime import start_local_ray, stop_local_ray
 
-        # as raysys starts a Ray (Serve's high-throughput mode, its own dashboard address)
-        start_local_ray(RayConfig(num_cpus=2), logging_level="WARNING", log_to_driver=False)
+    new = None
+    if not ray.is_initialized():
+        # as raysys starts a Ray (on 127.0.0.1, Serve's high-throughput mode, its own dashboard and HAProxy);
+        # log_to_driver=False as in the CLI: worker and raylet lines must not mix into captured stdout
+        new = start_local_ray(RayConfig(num_cpus=2), logging_level="WARNING", log_to_driver=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
     yield ray
-    if started:
-        ray.shutdown()
+    if new is not None:
+        stop_local_ray()
+        if new.haproxy_dir:
+            left = haproxy_processes(new.haproxy_dir)
+            assert not left, f"HAProxy of the session's Ray still running after it stopped: {left}"
+            assert not os.path.exists(new.haproxy_dir)
+
+
+def haproxy_processes(folder: str) -> list[str]:
+    """Command lines of the running processes that name a file in ``folder`` (psutil, independent of raysys)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] != psutil.STATUS_ZOMBIE and any(a.startswith(folder + "/") for a in cmdline):
+            found.append(f"{process.info['pid']}: {' '.join(cmdline)}")
+    return found
 
 
 @pytest.fixture()

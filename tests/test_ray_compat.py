@@ -56,3 +56,48 @@ def test_serve_builds_the_ingress_app_through_the_class_method():
 
 def test_every_serve_setting_raysys_sets_is_read_by_serve():
     assert ray_compat.unknown_serve_settings() == []
+
+
+def test_a_cluster_with_token_auth_is_detected_without_a_token(ray_session):
+    from raysys.runtime import free_port
+
+    # the session's local Ray has Ray's default for a new local cluster: token authentication on
+    assert ray_compat.cluster_requires_token(ray_session.get_runtime_context().gcs_address) is True
+    assert ray_compat.cluster_requires_token(f"127.0.0.1:{free_port()}", timeout_s=2) is None  # nobody there
+
+
+CLIENT_HOOKS = """
+import sys
+from ray._private import ray_constants, services
+from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+from raysys import ray_compat
+
+token = lambda: get_authentication_mode() == AuthenticationMode.TOKEN
+print(token())
+print(ray_compat.use_client_auth(True, sys.argv[1]), token(),
+      AuthenticationTokenLoader.instance().get_raw_token(ignore_auth_mode=True) == open(sys.argv[1]).read())
+ray_compat.use_client_auth(False)
+print(token())
+before = ray_constants.ENABLE_RAY_CLUSTER
+with ray_compat.loopback_node_ip() as on:
+    print(on, services.get_node_ip_address(), services.resolve_ip_for_localhost("127.0.0.1"))
+print(ray_constants.ENABLE_RAY_CLUSTER == before)
+"""
+
+
+def test_client_auth_and_loopback_hooks_take_effect_in_a_running_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+    token.write_text("ab" * 32)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **{k: v for k, v in os.environ.items()
+                                                                 if k == "PYTHONPATH"}}
+    done = subprocess.run([sys.executable, "-c", CLIENT_HOOKS, str(token)], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split("\n")[:5] == ["False", "True True True", "False", "True 127.0.0.1 127.0.0.1", "True"]
+
+
+def test_serve_runs_the_haproxy_launcher_and_binds_side_ports_to_every_interface():
+    assert ray_compat.haproxy_launcher_supported()
