@@ -236,8 +236,9 @@ def run_lightning(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     import torch
 
+    from raysys.modeling.artifacts import encode_labels
     from raysys.modeling.module import TabularModule, batch_from_frame, seed_everything
-    from raysys.modeling.train import _inputs, encode_labels
+    from raysys.modeling.train import _inputs
     from raysys.system import System
 
     if args.plain_threads:

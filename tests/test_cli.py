@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from raysys.cli.main import app
 from tests.data.test_ingest import SCHEMA, orders
+from tests.user_shell import clean_env
 
 runner = CliRunner()
 
@@ -127,3 +128,38 @@ def test_console_script_joins_the_session_ray(config, ray_session):
                          check=False, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "no version 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def console_script(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """``raysys ARGS`` as a user's shell runs it: a clean environment, no RAY_* variables, wide terminal."""
+    env = clean_env(home)
+    return subprocess.run([str(Path(sys.executable).with_name("raysys")), *args], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_version_and_help_as_a_new_user_sees_them(tmp_path):
+    import importlib.metadata
+
+    import raysys
+
+    version = console_script("--version", home=tmp_path / "home")
+    assert (version.returncode, version.stdout) == (0, f"raysys {raysys.__version__}\n"), version.stderr
+    assert importlib.metadata.version("raysys") == raysys.__version__  # one version, in the package
+    shown = console_script("--help", home=tmp_path / "home")
+    assert shown.returncode == 0 and "preprocess → [tune] → train → evaluate → register" in shown.stdout
+
+
+def test_no_help_text_is_eaten_as_console_markup():
+    import typer
+    from rich.text import Text
+
+    def texts(command):  # a click command or group
+        yield command.help or ""
+        yield from (getattr(param, "help", None) or "" for param in command.params)
+        for sub in getattr(command, "commands", {}).values():
+            yield from texts(sub)
+
+    helps = [text for text in texts(typer.main.get_command(app)) if text]
+    assert len(helps) > 40
+    for text in helps:  # what Rich shows is the text itself; a literal "[" is written "\["
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), text

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from raysys.cli import data, models, serving
+import raysys
+from raysys.cli import data, maintenance, models, serving
 
 app = typer.Typer(
     name="raysys",
@@ -24,6 +27,21 @@ app.add_typer(serving.serve_app, name="serve")
 app.command()(serving.deploy)
 app.command()(serving.rollback)
 app.command()(serving.predict)
+app.command()(maintenance.gc)
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        print(f"raysys {raysys.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options that apply before any command."""
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def run(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The whole offline pipeline: ingest → validate → preprocess → [tune] → train → evaluate → register."""
+    r"""The whole offline pipeline: ingest → validate → preprocess → \[tune] → train → evaluate → register."""
     rs = system(config)
     with progress("Ingesting, tuning and training…" if tune else "Ingesting and training…", as_json):
         result = rs.run(tune=tune)
@@ -123,6 +123,12 @@ def show_run(
 def _render_train(r: dict[str, Any]) -> None:
     out_console.print(f"registered [bold]{r['model']} v{r['version']}[/bold] (run {r['run_id']}, {r['epochs']} epochs)")
     _render_evaluation(r["metrics"])
+    promotion = r.get("promotion")
+    if promotion and promotion["promoted"]:
+        out_console.print(f"champion → v{promotion['version']} (the first: {promotion['reason']})")
+    elif promotion:
+        out_console.print(f"no champion yet: v{promotion['version']} was not made one ({promotion['reason']}); "
+                          f"`raysys models promote {promotion['version']} --alias champion` overrides")
 
 
 def _render_evaluation(r: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ def fit_fold(frame: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, *
     import torch
 
     from raysys.data import features
+    from raysys.modeling.artifacts import encode_labels
     from raysys.modeling.models import model_inputs
     from raysys.modeling.module import (
         TabularModule,
@@ -34,7 +35,6 @@ def fit_fold(frame: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, *
         make_callbacks,
         seed_everything,
     )
-    from raysys.modeling.train import encode_labels
 
     seed_everything(train_cfg["seed"])
     train, test = frame.iloc[train_idx], frame.iloc[test_idx]

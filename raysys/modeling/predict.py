@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raysys.data import features
-from raysys.modeling.train import TrainSpec
+from raysys.modeling.artifacts import TrainSpec, bytes_to_state_dict
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
@@ -36,7 +36,6 @@ class LoadedModel:
 
     def __init__(self, files: dict[str, bytes]):
         from raysys.modeling.models import ModelInputs, build_model, output_size
-        from raysys.modeling.registry import bytes_to_state_dict
 
         self.spec = TrainSpec(**json.loads(files[SPEC]))
         self.state = features.FeatureState.from_dict(json.loads(files[FEATURES]))

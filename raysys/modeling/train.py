@@ -15,37 +15,18 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
 
 from raysys.config import TrainConfig
 from raysys.errors import RaysysError
+from raysys.modeling.artifacts import TrainSpec, encode_labels, state_dict_to_bytes
 
 CPU_RESERVED_FOR_DATA = 0.5
 DATA_TASK_CPUS = 0.25
 CHUNK_BATCHES = 64  # training batches fetched from Ray Data at once, sliced in the worker
-
-
-@dataclass
-class TrainSpec:
-    """Everything a training worker needs, as plain data."""
-
-    model: dict[str, Any]
-    train: dict[str, Any]
-    inputs: dict[str, Any]
-    task: str
-    label: str
-    classes: list[Any] | None
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int | None:
-        """Number of classes for classification tasks."""
-        return len(self.classes) if self.classes is not None else None
 
 
 @dataclass
@@ -124,8 +105,6 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 val_dataloaders=ShardBatches("val", spec, shuffle=False), ckpt_path=resume_path)
     if ray.train.get_context().get_world_rank() != 0:
         return None
-    from raysys.modeling.registry import state_dict_to_bytes
-
     return {
         "weights": state_dict_to_bytes(module.model.state_dict()),
         "history": history.rows,
@@ -210,20 +189,6 @@ def _inputs(spec: TrainSpec):
     from raysys.modeling.models import ModelInputs
 
     return ModelInputs(**spec.inputs)
-
-
-def encode_labels(labels, classes: list[Any] | None):
-    """Class labels as indices 0..k-1 (regression targets pass through)."""
-    import numpy as np
-    import pandas as pd
-
-    if classes is None:
-        return labels.astype("float64")
-    codes = pd.Index(classes).get_indexer(labels.to_numpy())
-    if (codes < 0).any():
-        unknown = sorted({str(v) for v in labels[codes < 0]})[:5]
-        raise RaysysError(f"labels {unknown} were not seen in the training split")
-    return codes.astype(np.int64)
 
 
 def run_trainer(spec: TrainSpec, datasets: dict[str, Any], cfg: TrainConfig, storage_path: str,

@@ -2,7 +2,11 @@
 
 In Ray Train V2 a ``Tuner`` no longer takes a trainer: each trial is a function trainable that
 runs a ``TorchTrainer`` and forwards its per-epoch reports to Tune (``TuneReportCallback``), so
-ASHA can stop weak trials early. The space names ``model.*`` and ``train.*`` settings.
+ASHA can stop weak trials early. The space names ``model.*`` and ``train.*`` hyperparameters; the
+Ray Train scaling (``train.num_workers`` and the like) is not searched. Every trial trains with
+``train.num_workers`` workers, as the final run does (each worker sees ``batch_size`` rows a step,
+so the worker count changes the effective batch and the best learning rate with it); the
+workers of concurrent trials share the cluster's CPUs.
 
 ASHA's ``max_t`` is one more than the epochs, so a trial that trains to the end finishes on its
 own. When Tune ends a trial, its Train controller dies with it; Ray Train's detached
@@ -19,8 +23,9 @@ import warnings
 from dataclasses import asdict, replace
 from typing import Any
 
-from raysys.config import ParamSpace, TuneConfig
-from raysys.modeling.train import CPU_RESERVED_FOR_DATA, TrainSpec
+from raysys.config import ParamSpace, TrainConfig, TuneConfig
+from raysys.modeling.artifacts import TrainSpec
+from raysys.modeling.train import CPU_RESERVED_FOR_DATA, worker_resources
 
 TRIAL_DRIVER_CPUS = 0.05
 
@@ -48,13 +53,19 @@ def apply_params(spec: TrainSpec, params: dict[str, Any]) -> TrainSpec:
 
 
 def trial_cpus(cluster_cpus: float, concurrent: int) -> float:
-    """CPUs for each trial's training worker, so that every concurrent trial fits."""
+    """CPUs for each trial's training workers together, so that every concurrent trial fits."""
     return max(0.1, (cluster_cpus - CPU_RESERVED_FOR_DATA) / concurrent - TRIAL_DRIVER_CPUS)
 
 
-def run_trial(params: dict[str, Any], spec: dict[str, Any], datasets: dict[str, Any], worker_cpus: float,
+def trial_scaling(train: dict[str, Any], cluster_cpus: float, concurrent: int) -> dict[str, Any]:
+    """A trial's Ray Train scaling: ``train.num_workers`` workers sharing the trial's CPUs."""
+    workers = int(train["num_workers"])
+    return {"num_workers": workers, "resources_per_worker": {"CPU": trial_cpus(cluster_cpus, concurrent) / workers}}
+
+
+def run_trial(params: dict[str, Any], spec: dict[str, Any], datasets: dict[str, Any], scaling: dict[str, Any],
               storage_path: str) -> None:
-    """One Tune trial: a single-worker TorchTrainer whose reports flow to Tune."""
+    """One Tune trial: a TorchTrainer (``scaling``) whose reports flow to Tune."""
     from ray import tune
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -66,7 +77,7 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], datasets: dict[str, 
     TorchTrainer(
         train_loop,
         train_loop_config={"spec": asdict(trial_spec)},
-        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": worker_cpus}),
+        scaling_config=ScalingConfig(**scaling),
         run_config=RunConfig(name=f"trial-{tune.get_context().get_trial_id()}", storage_path=storage_path,
                              callbacks=[TuneReportCallback()]),
         datasets=datasets,
@@ -83,11 +94,13 @@ def run_search(cfg: TuneConfig, spec: TrainSpec, datasets: dict[str, Any], stora
         from raysys.errors import ConfigError
 
         raise ConfigError("tune.space: empty; name at least one model.* or train.* setting to search")
-    concurrent = max(1, min(cfg.max_concurrent, int(ray.cluster_resources().get("CPU", 1) - CPU_RESERVED_FOR_DATA) or 1))
-    worker_cpus = trial_cpus(ray.cluster_resources().get("CPU", 1), concurrent)
+    cluster = ray.cluster_resources()
+    worker_resources(TrainConfig(**spec.train), cluster)  # the final run's workers must fit: fail before searching
+    cpus = cluster.get("CPU", 1)
+    concurrent = max(1, min(cfg.max_concurrent, int(cpus - CPU_RESERVED_FOR_DATA) or 1))
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=asdict(spec), datasets=datasets, worker_cpus=worker_cpus,
-                             storage_path=storage_path),
+        tune.with_parameters(run_trial, spec=asdict(spec), datasets=datasets,
+                             scaling=trial_scaling(spec.train, cpus, concurrent), storage_path=storage_path),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
     tuner = tune.Tuner(

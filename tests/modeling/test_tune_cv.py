@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from raysys.errors import ConfigError
+from raysys.errors import ConfigError, RaysysError
 from tests.modeling.test_train import sklearn_cfg, wait_until_no_placement_groups
 from tests.test_cli_models import as_json, invoke
 
@@ -48,7 +50,7 @@ def test_search_space_and_trial_parameters():
     from ray.tune.search.sample import Categorical, Float, Integer
 
     from raysys.config import ParamSpace, TuneConfig
-    from raysys.modeling.train import TrainSpec
+    from raysys.modeling.artifacts import TrainSpec
     from raysys.modeling.tune import apply_params, search_space, trial_cpus
 
     space = search_space({
@@ -65,3 +67,33 @@ def test_search_space_and_trial_parameters():
     assert trial_cpus(2.0, 1) == pytest.approx(1.45) and trial_cpus(2.0, 2) == pytest.approx(0.7)
     with pytest.raises(ValueError, match="must name a model.\\* or train.\\* setting"):
         TuneConfig(space={"data.rows": {"type": "choice", "values": [1]}})
+
+
+def test_scaling_settings_are_not_searched():
+    from raysys.config import TuneConfig
+    from raysys.modeling.tune import trial_scaling
+
+    for key in ("train.num_workers", "train.use_gpu", "train.resources_per_worker", "train.max_failures"):
+        with pytest.raises(ValueError, match=f"space key '{key}' is Ray Train scaling, not a hyperparameter"):
+            TuneConfig(space={key: {"type": "choice", "values": [1, 2]}})
+    assert trial_scaling({"num_workers": 2}, 2.0, 1) == {"num_workers": 2, "resources_per_worker": {"CPU": 0.725}}
+
+
+def test_trials_train_with_train_num_workers_as_the_final_run_does(make_system):
+    space = {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2}}
+    rs = make_system({**sklearn_cfg("breast_cancer", "binary", epochs=1, num_workers=2),
+                      "tune": {"num_samples": 1, "grace_period": 1, "space": space}})
+    rs.data.ingest()
+    result = rs.models.tune()
+    final = rs.models.run(result["model"]["run_id"])["history"]
+    # each of 2 workers steps through half of the train split: the trial's epoch is as many steps as the final run's
+    assert result["trials"][0]["metrics"]["step"] == final[-1]["step"] > 0
+
+
+def test_a_search_whose_final_run_cannot_fit_fails_before_searching(make_system):
+    rs = make_system({**sklearn_cfg("breast_cancer", "binary", num_workers=8),
+                      "tune": {"space": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2}}}})
+    rs.data.ingest()
+    with pytest.raises(RaysysError, match="8 workers × 1 CPU = 8 CPU, but the cluster has 2"):
+        rs.models.tune()
+    assert rs.models.list() == [] and not os.path.exists(rs.storage.path("tune"))  # no trial ran
