@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raysys.errors import ConfigError
+from raysys.secrets import remember_env
 
 DEFAULT_CONFIG_PATH = "raysys.yaml"
 CONFIG_ENV_VAR = "RAYSYS_CONFIG"
@@ -30,8 +31,22 @@ class Section(BaseModel):
 # --------------------------------------------------------------------------- project, storage
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _storage_name(value: str) -> str:
+    """A name that becomes a directory under the storage root: no '/', '..', spaces."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid name: use letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit (it names a directory under storage.root)")
+    return value
+
+
+StorageName = Annotated[str, AfterValidator(_storage_name)]
+
+
 class ProjectConfig(Section):
-    name: str = "raysys"
+    name: StorageName = "raysys"
     description: str = ""
 
 
@@ -39,9 +54,30 @@ class StorageConfig(Section):
     root: str = Field("./.raysys", description="Local path or any pyarrow.fs URI (s3://, gs://).")
 
 
+class RegistryConfig(Section):
+    db_path: str | None = Field(
+        None, description="Local SQLite file of the model registry's metadata. Default: "
+                          "models/registry.db under storage.root, which must then be on a local disk "
+                          "(not NFS/SMB, not an object store).")
+
+
+def _ip_address(value: str) -> str:
+    """An IP address literal (127.0.0.1, 0.0.0.0, a node's address)."""
+    import ipaddress
+
+    ipaddress.ip_address(value)
+    return value
+
+
 class RayConfig(Section):
     address: str | None = Field(None, description="None or 'local' starts a local Ray; 'auto' joins one.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+    host: Annotated[str, AfterValidator(_ip_address)] = Field(
+        "127.0.0.1",
+        description="Where a Ray that raysys starts listens (node IP, GCS, dashboard, agents, HAProxy's stats and "
+                    "metrics ports): 127.0.0.1 keeps it to this machine; the node's IP or 0.0.0.0 opens it to the "
+                    "network (e.g. for worker nodes to join a head `serve up` started). A cluster raysys joins "
+                    "keeps its own.")
     serve_mode: Literal["high_throughput", "proxy"] = Field(
         "high_throughput",
         description="Ray Serve's data plane on a Ray that raysys starts: 'high_throughput' (HAProxy ingress and "
@@ -183,7 +219,7 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: StorageName
     source: SourceConfig
     schema_: SchemaConfig = Field(default_factory=SchemaConfig, alias="schema")
     label: str | None = None
@@ -221,7 +257,10 @@ class CategoricalFeature(Section):
 
 class DerivedFeature(Section):
     name: str
-    expr: str = Field(description="A pandas expression over columns, e.g. 'spend / (tenure + 1)'.")
+    expr: str = Field(description="Arithmetic over numeric columns, e.g. 'spend / (tenure + 1)': + - * / // % **, "
+                                  "comparisons, and/or/not, numbers, numpy functions (log1p, sqrt, minimum, "
+                                  "clip, where, ...; raysys.data.expressions) and ts.dt.hour etc.; no method "
+                                  "calls or other attributes.")
 
 
 class FeaturesConfig(Section):
@@ -270,6 +309,10 @@ class TrainConfig(Section):
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_failures: int = Field(0, ge=0, description="Restarts from the last checkpoint after a worker dies.")
+    promote_first: bool = Field(
+        True, description="A trained model becomes the champion when the model has none yet and it beats the "
+                          "trivial baseline on the test split (lower log loss for classifiers, lower RMSE for "
+                          "regression).")
 
 
 class ParamSpace(Section):
@@ -309,6 +352,9 @@ class TuneConfig(Section):
             fields = {"model": ModelConfig.model_fields, "train": TrainConfig.model_fields}.get(section)
             if fields is None or name not in fields:
                 raise ValueError(f"space key '{key}' must name a model.* or train.* setting")
+            if section == "train" and name in ("num_workers", "use_gpu", "resources_per_worker", "max_failures"):
+                raise ValueError(f"space key '{key}' is Ray Train scaling, not a hyperparameter: set it in "
+                                 f"'train' (every trial and the final run use train.num_workers workers)")
         return self
 
 
@@ -357,12 +403,18 @@ class PredictionLogConfig(Section):
     enabled: bool = True
     flush_rows: int = Field(1000, ge=1)
     flush_s: float = Field(2.0, gt=0)
+    max_pending_rows: int = Field(
+        100_000, ge=1, description="Rows buffered per replica; more (storage slow or down) are spilled to "
+                                   "local disk at once.")
+    spill_dir: str | None = Field(
+        None, description="Local directory for batches storage refused, delivered first by later flushes "
+                          "(default: <tmp>/raysys-spill-<user>).")
 
 
 class ServeConfig(Section):
     """Online serving on Ray Serve: where, how big, how batched, and the canary defaults."""
 
-    app_name: str | None = Field(None, description="Serve application name (default: project.name).")
+    app_name: StorageName | None = Field(None, description="Serve application name (default: project.name).")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
@@ -370,10 +422,20 @@ class ServeConfig(Section):
     num_cpus: float = Field(0.25, gt=0, description="CPUs per replica (fractional so several fit).")
     max_ongoing_requests: int = Field(64, ge=1)
     max_records: int = Field(1000, ge=1, description="Records per request; more is a 413.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Request body size; more is a 413, unread.")
+    max_string_chars: int = Field(1024, ge=1, description="Characters per string value; more is a 422.")
+    input_checks: Literal["flag", "reject", "off"] = Field(
+        "flag", description="Online inputs against data.schema.columns (min, max, allowed, required): "
+                            "flag marks the record in the prediction log, reject answers 422.")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     batching: BatchingConfig = BatchingConfig()
     canary_percent: float = Field(10.0, ge=0, le=100)
     sticky_canary: bool = Field(False, description="Route by the request key, so one key sees one version.")
+    max_shadow_in_flight: int = Field(
+        64, ge=1, description="Shadow copies in flight per replica; more are dropped and counted.")
+    fault_report_s: float = Field(
+        5.0, gt=0, description="How often each replica writes its request, failure and drop counts to "
+                               "serving/<app>/replicas/ (read by `serve status`).")
     prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
@@ -387,6 +449,7 @@ class MonitorConfig(Section):
 class SystemConfig(Section):
     project: ProjectConfig = ProjectConfig()
     storage: StorageConfig = StorageConfig()
+    registry: RegistryConfig = RegistryConfig()
     ray: RayConfig = RayConfig()
     data: DataConfig
     features: FeaturesConfig = FeaturesConfig()
@@ -418,6 +481,7 @@ def expand_env(value: Any, source: str = "config", path: tuple = ()) -> Any:
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
         if name in os.environ:
+            remember_env(name, os.environ[name])  # scrubbed from what leaves the process
             return os.environ[name]
         if default is not None:
             return default

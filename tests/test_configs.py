@@ -65,7 +65,7 @@ def test_config_loads(path: Path, monkeypatch):
 def test_postgres_url_comes_from_the_environment(monkeypatch):
     path = ROOT / "configs" / "postgres.yaml"
     monkeypatch.delenv("RAYSYS_POSTGRES_URL", raising=False)
-    assert _load(path).data.source.url == "postgresql://raysys:raysys@127.0.0.1:54329/raysys"
+    assert _load(path).data.source.url == "postgresql://raysys@127.0.0.1:54329/raysys"  # no password in a file
     monkeypatch.setenv("RAYSYS_POSTGRES_URL", "postgresql://me:pw@db.example:5432/shop")
     source = _load(path).data.source
     assert source.url == "postgresql://me:pw@db.example:5432/shop" and "FROM orders" in source.query
@@ -344,3 +344,26 @@ def test_variable_in_a_comment_is_ignored(tmp_path: Path, monkeypatch):
     assert load_config(path).data.name == "orders"
     path.write_text(VALID.replace("  task:", "  # path: ${RAYSYS_TEST_UNSET_VAR}\n  task:"))
     assert load_config(path).data.name == "orders"
+
+
+# Names that become directories under storage.root (datasets/<data.name>, models/<project.name>,
+# serving/<serve.app_name>) cannot climb out of it or hide.
+
+
+@pytest.mark.parametrize("field", ["project.name", "serve.app_name", "data.name"])
+@pytest.mark.parametrize("name", ["..", "../outside", "a/b", "/abs", ".hidden", "a b", "", "x\n"])
+def test_names_used_in_storage_paths_are_validated(tmp_path: Path, field: str, name: str):
+    section, key = field.split(".")
+    text = VALID.replace("name: orders", "name: orders" if section != "data" else "name: NAME")
+    if section != "data":
+        text += f"{section}: {{{key}: NAME}}\n"
+    path, message = _config_error(tmp_path, text.replace("NAME", json.dumps(name)))
+    _assert_one_line(message, path)
+    assert message.startswith(f"{path}: {field}: {name!r} is not a valid name: use letters"), message
+
+
+def test_valid_names_load(tmp_path: Path):
+    path = tmp_path / "x.yaml"
+    path.write_text(VALID + "project: {name: churn-2.v1_a}\nserve: {app_name: App.1}\n")
+    cfg = load_config(path)
+    assert (cfg.project.name, cfg.serve.app_name) == ("churn-2.v1_a", "App.1")

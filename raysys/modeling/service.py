@@ -15,12 +15,15 @@ from raysys.data.service import DataService, FeatureArtifact
 from raysys.data.store import Manifest
 from raysys.errors import RaysysError
 from raysys.modeling import metrics as metric_fns
+from raysys.modeling.artifacts import TrainSpec, encode_labels
 from raysys.modeling.predict import BatchPredictor, LoadedModel, model_files, outputs_from_frame
 from raysys.modeling.registry import ModelRegistry, ModelVersion, code_version
 from raysys.modeling.tracking import list_runs, load_run, start_run
-from raysys.modeling.train import DATA_TASK_CPUS, TrainSpec, run_trainer
+from raysys.modeling.train import DATA_TASK_CPUS, run_trainer
 from raysys.modeling.tune import apply_params
+from raysys.native_stderr import ray_core_lines_to_log_files
 from raysys.runtime import ensure_ray, user_errors
+from raysys.secrets import mask_config
 from raysys.storage import Storage
 
 CACHE_ROWS = 2_000_000
@@ -35,11 +38,13 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     resumed_from_checkpoint: bool
+    promotion: dict[str, Any] | None = None  # with no champion yet: whether this one became it, and why
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the CLI."""
         return {"model": self.model.name, "version": self.model.version, "run_id": self.run_id,
-                "metrics": self.metrics, "epochs": len(self.history), "resumed_from_checkpoint": self.resumed_from_checkpoint}
+                "metrics": self.metrics, "epochs": len(self.history), "resumed_from_checkpoint": self.resumed_from_checkpoint,
+                "promotion": self.promotion}
 
 
 class ModelService:
@@ -58,7 +63,7 @@ class ModelService:
     def registry(self) -> ModelRegistry:
         """The model registry under the storage root."""
         if self._registry is None:
-            self._registry = ModelRegistry(self.storage)
+            self._registry = ModelRegistry(self.storage, self.config.registry.db_path)
         return self._registry
 
     # ------------------------------------------------------------------ training
@@ -92,7 +97,22 @@ class ModelService:
             )
             run.reference_model(self.name, version.version, version.uri)
             run.summary({f"test_{k}": v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))})
-        return TrainResult(version, run.run_id, evaluation, output.history, output.resumed_from_checkpoint)
+        return TrainResult(version, run.run_id, evaluation, output.history, output.resumed_from_checkpoint,
+                           self._promote_if_first(version, evaluation, task))
+
+    def _promote_if_first(self, version: ModelVersion, evaluation: dict[str, Any], task: str) -> dict[str, Any] | None:
+        """With no champion yet (and ``train.promote_first``), make ``version`` the champion if it beats
+        the trivial baseline (:mod:`raysys.modeling.promotion`); None when the rule does not apply."""
+        from raysys.modeling.promotion import beats_baseline
+
+        if not self.config.train.promote_first or "champion" in self.registry.aliases(self.name):
+            return None
+        better, why = beats_baseline(task, evaluation)
+        if better and self.registry.set_alias(self.name, "champion", version.version, only_if_unset=True,
+                                              actor="raysys (train.promote_first)",
+                                              reason=f"first champion: {why}") is None:
+            return None  # another run made its model the champion meanwhile
+        return {"alias": "champion", "version": version.version, "promoted": better, "reason": why}
 
     def spec_for(self, artifact: FeatureArtifact, label: str, task: str, extra: dict[str, Any]) -> TrainSpec:
         """The training spec: shapes from the features, classes or target scale from train."""
@@ -133,7 +153,7 @@ class ModelService:
 
     def _lineage(self, manifest: Manifest, artifact: FeatureArtifact, run_id: str,
                  tune_run: str | None) -> dict[str, Any]:
-        config = json.dumps(self.config.model_dump(mode="json", by_alias=True), sort_keys=True)
+        config = json.dumps(mask_config(self.config), sort_keys=True)  # a hash must not let weak passwords be guessed
         return {"dataset": manifest.name, "dataset_version": manifest.version, "features": artifact.id,
                 "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16], "code_version": code_version(),
                 "run_id": run_id, **({"tune_run": tune_run} if tune_run else {})}
@@ -184,7 +204,8 @@ class ModelService:
         dataset = self.data.transform(artifact, ref=ref, split=split, keep=keep)
         predictions = dataset.map_batches(BatchPredictor, fn_constructor_kwargs={"files": files, "keep": keep},
                                           batch_format="pandas", compute=_actors(), num_cpus=DATA_TASK_CPUS)
-        frame = predictions.to_pandas()
+        with ray_core_lines_to_log_files():  # Ray Data's actor-pool warning (raysys.native_stderr)
+            frame = predictions.to_pandas()
         if frame.empty:
             raise RaysysError(f"the {split} split of {ref} is empty: nothing to evaluate")
         return score_frame(frame, spec, slices, self._train_labels(artifact, spec))
@@ -248,8 +269,6 @@ def _actors():
 
 
 def _encoded(labels: pd.Series, spec: TrainSpec) -> np.ndarray:
-    from raysys.modeling.train import encode_labels
-
     return np.asarray(encode_labels(labels, spec.classes))
 
 

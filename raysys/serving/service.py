@@ -20,7 +20,8 @@ from raysys.errors import NotFound, RaysysError
 from raysys.modeling.predict import LoadedModel
 from raysys.runtime import quiet_serve_logs
 from raysys.serving import traffic
-from raysys.serving.cluster import connect_serving_cluster
+from raysys.serving.cluster import connect_serving_cluster, take_down
+from raysys.serving.faults import read_fault_counts
 from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
 
@@ -61,40 +62,43 @@ class ServingService:
     # ------------------------------------------------------------------ lifecycle
 
     def up(self, address: str | None = None) -> dict[str, Any]:
-        """Deploy the app (the saved plan, else ``serve.model`` as champion) and wait until it answers."""
-        connect_serving_cluster(self.config, self.storage, self.app_name, address)
+        """Deploy the app (the saved plan, else ``serve.model`` as champion) and wait until it answers.
+
+        A version that cannot be served fails before any Ray starts; a failure after ``up``
+        started a head stops that head.
+        """
         plan = self.plan() or traffic.blue_green(None, self._checked_version(self.config.serve.model))
-        self._run(plan)
-        self._save(plan)
+        cluster = connect_serving_cluster(self.config, self.storage, self.app_name, address)
+        with cluster.stopped_on_failure():
+            self._run(plan)
+            self._save(plan)
         audit.record(self.storage, "serve.up", {"app": self.app_name, "plan": plan.to_dict(), "url": self.url})
         return self.status()
 
     def status(self, address: str | None = None) -> dict[str, Any]:
-        """Deployments, replicas, versions and traffic of the running app."""
+        """Deployments, replicas, versions and traffic of the running app, and its fault counts."""
         from ray import serve
 
         connect_serving_cluster(self.config, self.storage, self.app_name, address, start=False)
         app = serve.status().applications.get(self.app_name)
         plan = self.plan()
+        faults = read_fault_counts(self.storage, self.app_name)  # every replica's counts, summed
         if app is None:
             return {"app": self.app_name, "status": "NOT_RUNNING", "url": self.url,
-                    "plan": plan.to_dict() if plan else None, "deployments": {}}
+                    "plan": plan.to_dict() if plan else None, "deployments": {}, "faults": faults}
         deployments = {name: {"status": str(d.status.value if hasattr(d.status, "value") else d.status),
                               "replicas": {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
                               "message": d.message}
                        for name, d in app.deployments.items()}
         return {"app": self.app_name, "status": str(getattr(app.status, "value", app.status)), "url": self.url,
-                "plan": plan.to_dict() if plan else None, "traffic": _traffic(plan), "deployments": deployments}
+                "plan": plan.to_dict() if plan else None, "traffic": _traffic(plan), "deployments": deployments,
+                "faults": faults}
 
     def down(self, address: str | None = None) -> dict[str, Any]:
-        """Remove the app (and stop the local Ray that ``up`` started, if it did)."""
-        from ray import serve
-
-        cluster = connect_serving_cluster(self.config, self.storage, self.app_name, address, start=False)
-        serve.delete(self.app_name)
-        stopped = cluster.stop_if_started_by_raysys()
-        audit.record(self.storage, "serve.down", {"app": self.app_name, "stopped_local_ray": stopped})
-        return {"app": self.app_name, "status": "DELETED", "stopped_local_ray": stopped}
+        """Remove the app and stop the local Ray that ``up`` started, if it did (even one it cannot reach)."""
+        result = take_down(self.config, self.storage, self.app_name, address)
+        audit.record(self.storage, "serve.down", {"app": self.app_name, **result})
+        return {"app": self.app_name, "status": "DELETED", **result}
 
     # ------------------------------------------------------------------ rollouts
 
@@ -159,6 +163,7 @@ class ServingService:
         """Predict every row of ``input`` with a Ray Data actor pool; write ``output`` files."""
         import ray.data
 
+        from raysys.native_stderr import ray_core_lines_to_log_files
         from raysys.runtime import ensure_ray, user_errors
         from raysys.serving.batch import ACTOR_CPUS, RawBatchPredictor, kept_columns, read_input
 
@@ -178,7 +183,8 @@ class ServingService:
             predicted = dataset.map_batches(
                 RawBatchPredictor, fn_constructor_args=(files, version.version, kept_columns(columns, id_column)),
                 batch_format="pandas", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=ACTOR_CPUS)
-            getattr(predicted, f"write_{fmt}")(output)
+            with ray_core_lines_to_log_files():  # Ray Data's actor-pool warning (raysys.native_stderr)
+                getattr(predicted, f"write_{fmt}")(output)
             rows = getattr(ray.data, f"read_{fmt}")(output).count()
         audit.record(self.storage, "predict.batch", {"model": version.version, "input": input, "output": output,
                                                      "rows": rows})
@@ -235,7 +241,12 @@ class ServingService:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         quiet_serve_logs()  # Serve may reconfigure its logger when it starts
         settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
-                    "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump()}
+                    "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump(),
+                    "app": self.app_name, "max_shadow_in_flight": cfg.max_shadow_in_flight,
+                    "fault_report_s": cfg.fault_report_s, "max_body_bytes": cfg.max_body_bytes,
+                    "max_string_chars": cfg.max_string_chars,
+                    "input_checks": {"mode": cfg.input_checks, "columns": {
+                        n: c.model_dump() for n, c in self.config.data.schema_.columns.items()}}}
         code = hashlib.sha256(json.dumps([settings, cfg.model_dump(mode="json")], sort_keys=True).encode())
         registry, name = self.models.registry, self.models.name
         artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
