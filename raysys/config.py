@@ -439,8 +439,131 @@ class ServeConfig(Section):
     prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
+class WindowConfig(Section):
+    """How the monitor cuts the prediction log into windows: by row count, by time, or both."""
+
+    rows: int | None = Field(500, ge=1, description="Close a window after this many logged records.")
+    seconds: float | None = Field(None, gt=0, description="Close a window this many seconds after it opened.")
+    min_rows: int = Field(50, ge=1, description="A window with fewer records is not tested for drift.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> WindowConfig:
+        if self.rows is None and self.seconds is None:
+            raise ValueError("set rows or seconds (or both): a window must close")
+        if self.rows is not None and self.min_rows > self.rows:
+            raise ValueError(f"min_rows ({self.min_rows}) is above rows ({self.rows}): no window "
+                             "would ever be tested")
+        return self
+
+
+class DriftDetectionConfig(Section):
+    """Which detectors compare each window with the champion's training data."""
+
+    backend: Literal["alibi", "scipy"] = Field(
+        "alibi", description="alibi: alibi-detect 0.13 (Business Source License: non-production use "
+                             "only); scipy: KS, chi-square and PSI on scipy/numpy, for production.")
+    p_value: float = Field(0.05, gt=0, lt=1, description="Significance of each drift test (after correction).")
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    numeric_test: Literal["ks", "cvm"] = Field("ks", description="cvm needs the alibi backend.")
+    multivariate: Literal["none", "tabular", "mmd"] = Field(
+        "tabular", description="A test over the whole row after the model's preprocessing "
+                               "(tabular: per-feature tests combined; mmd: alibi's MMD, torch backend).")
+    online: bool = Field(False, description="Also run an online detector over the stream (alibi backend).")
+    online_ert: int = Field(500, ge=10, description="Online detector: expected run time (records) without drift.")
+    online_window: int = Field(50, ge=2, description="Online detector: window size (records).")
+    psi_threshold: float = Field(0.2, gt=0, description="scipy backend: PSI above this counts as drift too.")
+    predictions: bool = Field(True, description="Test the distribution of the model's outputs.")
+    labels: bool = Field(True, description="Test the distribution of labels from feedback.")
+
+
+class AlertRulesConfig(Section):
+    """When the monitor opens an incident; null turns a rule off."""
+
+    drift: bool = Field(True, description="Any feature, the row or the predictions drifted.")
+    quality_floor: float | None = Field(None, description="Live primary metric below this value.")
+    quality_margin: float | None = Field(
+        0.05, ge=0, description="Live primary metric worse than the champion's offline test metric by more.")
+    min_labelled: int = Field(50, ge=1, description="Labelled records a window needs before quality rules apply.")
+    latency_p99_ms: float | None = Field(1000.0, gt=0)
+    error_rate: float | None = Field(0.01, ge=0, le=1, description="Failed requests / requests per version.")
+    no_traffic_s: float | None = Field(None, gt=0, description="No request for this long.")
+    input_violations: float | None = Field(
+        0.05, ge=0, le=1, description="Share of records that broke a data.schema rule (serve.input_checks).")
+    resolve_after: int = Field(3, ge=1, description="Clean windows after which an incident resolves.")
+
+
+class WebhookConfig(Section):
+    url: str = Field(description="Receives each incident change as HTTP POST JSON.")
+    timeout_s: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with each POST (masked in logs).")
+    max_backoff_s: float = Field(300.0, gt=0, description="Longest wait between retries of an undelivered alert.")
+
+
+class AlertSinksConfig(Section):
+    log: bool = True
+    webhook: WebhookConfig | None = None
+    wandb: bool = Field(False, description="wandb.alert on the monitor's W&B run.")
+
+
+class AlertsConfig(Section):
+    rules: AlertRulesConfig = AlertRulesConfig()
+    sinks: AlertSinksConfig = AlertSinksConfig()
+
+
+class RetrainConfig(Section):
+    """When the monitor retrains, on what, and whether the result goes out on its own."""
+
+    triggers: list[Literal["drift", "quality", "schedule"]] = Field(
+        default_factory=lambda: ["drift", "quality"], description="`raysys retrain` always works.")
+    schedule_s: float | None = Field(None, gt=0, description="Retrain this often (with the schedule trigger).")
+    cooldown_s: float = Field(600.0, ge=0, description="No automatic retrain sooner after the last one.")
+    max_per_day: int = Field(4, ge=0)
+    auto_release: bool = Field(True, description="Send a better retrained model out as a canary on its own.")
+    recent_rows: int = Field(5000, ge=1, description="Newest labelled production records added to the data.")
+    min_labelled: int = Field(200, ge=1, description="Labelled production records a retrain needs.")
+    holdout: float = Field(0.3, gt=0, lt=1, description="Share of them held out to compare with the champion.")
+    min_gain: float = Field(0.0, description="Held-out primary metric the candidate must beat the champion by.")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> RetrainConfig:
+        if "schedule" in self.triggers and self.schedule_s is None:
+            raise ValueError("the schedule trigger needs schedule_s")
+        return self
+
+
+class ReleaseConfig(Section):
+    """How a canary is judged: on labelled canary traffic, with a stated significance."""
+
+    min_labelled: int = Field(200, ge=10, description="Labelled records per version before a decision.")
+    significance: float = Field(0.05, gt=0, lt=1, description="Of the test that challenger != champion.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="A canary failing more often is rolled back.")
+    timeout_s: float = Field(3600.0, gt=0, description="Roll back a canary still undecided after this long.")
+
+
 class MonitorConfig(Section):
-    """Filled by the monitoring layer."""
+    """The closed loop: windows, drift, live quality, alerts, retraining and release."""
+
+    enabled: bool = Field(True, description="`raysys serve up` starts the monitor.")
+    interval_s: float = Field(5.0, gt=0, description="How often the monitor reads new log files.")
+    window: WindowConfig = WindowConfig()
+    reference_rows: int = Field(5000, ge=100, description="Rows of the champion's training split to compare with.")
+    feedback_ttl_s: float = Field(86400.0, gt=0, description="Keep labels of unknown requests this long.")
+    drift: DriftDetectionConfig = DriftDetectionConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    release: ReleaseConfig = ReleaseConfig()
+    wandb: bool = Field(True, description="Log each window to W&B (tracking.project, group 'production').")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorConfig:
+        if self.drift.backend == "scipy" and (self.drift.numeric_test == "cvm" or self.drift.online
+                                              or self.drift.multivariate == "mmd"):
+            raise ValueError("drift.numeric_test cvm, drift.online and drift.multivariate mmd need "
+                             "drift.backend alibi")
+        if self.window.min_rows > self.reference_rows:
+            raise ValueError(f"window.min_rows ({self.window.min_rows}) is above reference_rows "
+                             f"({self.reference_rows})")
+        return self
 
 
 # --------------------------------------------------------------------------- the whole system
