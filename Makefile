@@ -22,7 +22,7 @@ demo: install
 
 # Without RAYSYS_TEST_POSTGRES_URL the PostgreSQL tests skip: say how to run what CI runs.
 test: install
-	@status=0; WANDB_MODE=offline $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; \
+	@status=0; WANDB_MODE=offline $(BIN)/pytest -q --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	if [ -z "$$RAYSYS_TEST_POSTGRES_URL" ]; then \
 	  echo "note: the PostgreSQL tests were skipped (RAYSYS_TEST_POSTGRES_URL is unset);" \
 	       "run the suite CI runs, PostgreSQL included, with: bash .ci/run" >&2; \
