@@ -193,7 +193,34 @@ def test_bad_ranges_and_empty_range():
 def test_label_is_learnable():
     df = generate_rows(source(), 0, 100_000)
     model = fit(df.iloc[:60_000])
-    assert auc(model, df.iloc[60_000:]) > 0.75
+    assert auc(model, df.iloc[60_000:]) > 0.85
+
+
+def accuracy(model, df: pd.DataFrame) -> float:
+    return float((model.predict(design(df)) == df[LABEL]).mean())
+
+
+def baseline(df: pd.DataFrame) -> float:
+    """Accuracy of always answering the majority class."""
+    return float(max(df[LABEL].mean(), 1 - df[LABEL].mean()))
+
+
+def test_drift_costs_a_pre_drift_model_and_retraining_on_new_labels_recovers():
+    # the quickstart's stream: seed 7, covariate and concept drift from its start_row on
+    spec = SyntheticSource(kind="synthetic", rows=140_000, seed=7, drift=DriftConfig(
+        start_row=100_000, covariate=1.0, concept=1.0))
+    df = generate_rows(spec, 0, 140_000)
+    pre, post = df.iloc[:100_000], df.iloc[100_000:]
+    champion = fit(pre.iloc[:60_000])
+    held_out, post_test = pre.iloc[60_000:], post.iloc[20_000:]
+    assert auc(champion, held_out) > 0.85
+    assert accuracy(champion, held_out) > baseline(held_out) + 0.05
+    before, after = accuracy(champion, held_out), accuracy(champion, post_test)
+    assert after < before - 0.2 and after < baseline(post_test)
+    retrained = fit(post.iloc[:20_000])
+    recovered = accuracy(retrained, post_test)
+    assert auc(retrained, post_test) > 0.8 and recovered > baseline(post_test)
+    assert recovered - after > 0.8 * (before - after)
 
 
 # --------------------------------------------------------------------------- drift

@@ -1,0 +1,1 @@
+"""Monitoring: the fourth layer — windows, drift, live quality, alerts, retraining, release."""
