@@ -70,6 +70,12 @@ def deploy(
 
 
 @handle_errors
+def promote(reason: ReasonOption = "", config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Make the canary's challenger the champion: all traffic to it."""
+    emit(system(config).serving.promote(actor=getpass.getuser(), reason=reason), as_json, _render_move)
+
+
+@handle_errors
 def rollback(
     to: Annotated[str | None, typer.Option("--to", help="Version or alias (default: the previous champion).")] = None,
     reason: ReasonOption = "",

@@ -19,8 +19,6 @@ from raysys.modeling.artifacts import TrainSpec, encode_labels
 from raysys.modeling.predict import BatchPredictor, LoadedModel, model_files, outputs_from_frame
 from raysys.modeling.registry import ModelRegistry, ModelVersion, code_version
 from raysys.modeling.tracking import list_runs, load_run, start_run
-from raysys.modeling.train import DATA_TASK_CPUS, run_trainer
-from raysys.modeling.tune import apply_params
 from raysys.native_stderr import ray_core_lines_to_log_files
 from raysys.runtime import ensure_ray, user_errors
 from raysys.secrets import mask_config
@@ -69,16 +67,21 @@ class ModelService:
     # ------------------------------------------------------------------ training
 
     def train(self, ref: str = "latest", extra: dict[str, Any] | None = None,
-              params: dict[str, Any] | None = None, tune_run: str | None = None) -> TrainResult:
+              params: dict[str, Any] | None = None, tune_run: str | None = None,
+              lineage: dict[str, Any] | None = None) -> TrainResult:
         """Fit features, train on Ray Train, evaluate on the test split, register the model.
 
         ``params`` overrides ``model.*`` / ``train.*`` settings (e.g. a search's best trial, in
-        which case ``tune_run`` names the search in the model's lineage).
+        which case ``tune_run`` names the search in the model's lineage); ``lineage`` adds to the
+        registered lineage (e.g. a retrain's trigger and parent versions).
         """
         ensure_ray(self.config.ray)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
         artifact = self.data.fit_features(manifest.version)
+        from raysys.modeling.train import run_trainer  # Lightning: only where training happens
+        from raysys.modeling.tune import apply_params
+
         spec = apply_params(self.spec_for(artifact, label, task, extra or {}), params or {})
         config = self.config.model_dump(mode="json", by_alias=True)
         with start_run(self.storage, self.config.tracking, self.config.project.name, "train", config,
@@ -92,7 +95,7 @@ class ModelService:
             evaluation = self.evaluate_files(files, manifest.version, "test")
             version = self.registry.register(
                 self.name, files, metrics=evaluation["metrics"],
-                lineage=self._lineage(manifest, artifact, run.run_id, tune_run), params={"model": spec.model, "train": spec.train},
+                lineage={**self._lineage(manifest, artifact, run.run_id, tune_run), **(lineage or {})}, params={"model": spec.model, "train": spec.train},
                 run_id=run.run_id,
             )
             run.reference_model(self.name, version.version, version.uri)
@@ -139,6 +142,8 @@ class ModelService:
         Caching (``materialize``) keeps blocks in Ray's object store, never in the driver, and
         saves re-running the read → split → transform pipeline every epoch.
         """
+        from raysys.modeling.train import DATA_TASK_CPUS
+
         datasets = {split: self.data.transform(artifact, split=split, keep=[label], num_cpus=DATA_TASK_CPUS)
                     for split in ("train", "val")}
         if rows <= CACHE_ROWS:
@@ -197,6 +202,8 @@ class ModelService:
 
     def evaluate_files(self, files: dict[str, bytes], ref: str, split: str) -> dict[str, Any]:
         """Evaluate model files on one split of a dataset version (Ray Data batch inference)."""
+        from raysys.modeling.train import DATA_TASK_CPUS
+
         model = LoadedModel(files)
         spec, slices = model.spec, list(self.config.evaluate.slices)
         artifact = FeatureArtifact(model.state, self.data.name, ref, {})

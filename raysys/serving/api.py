@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 import raysys
 from raysys.serving import oip_binary, payloads
+from raysys.serving.feedback import FeedbackItem, LabelSpace, parse_feedback
 from raysys.serving.payloads import RequestError
 
 if TYPE_CHECKING:
@@ -37,6 +39,12 @@ class PredictResponse(BaseModel):
     predictions: list[Any] = Field(description="Class labels, or values for regression.")
     probabilities: list[list[float]] | None = Field(None, description="Per record, per class (classifiers).")
     classes: list[Any] | None = None
+
+
+class FeedbackResponse(BaseModel):
+    """The answer of ``/v1/feedback``."""
+
+    accepted: int = Field(description="Labels accepted (written to logs/feedback/ off the request path).")
 
 
 def build_api(server: ModelServer) -> FastAPI:
@@ -64,6 +72,22 @@ def build_api(server: ModelServer) -> FastAPI:
         version, answer = await server.predict(rows, key, request_id, served)
         # a Response skips FastAPI's re-validation of the answer; response_model still documents it
         return JSONResponse({"request_id": request_id, "model": server.name, "model_version": version, **answer})
+
+    @app.post("/v1/feedback", status_code=202, response_model=FeedbackResponse, tags=["feedback"],
+              openapi_extra={"requestBody": _feedback_body()},
+              responses={400: {"description": "Malformed JSON"},
+                         413: {"description": "More labels than serve.max_records, or a body over "
+                                              "serve.max_body_bytes"},
+                         422: {"description": "A field is missing, unknown or of the wrong type, or a label "
+                                              "the model cannot have"}})
+    async def feedback(request: Request) -> JSONResponse:
+        """Labels for answered requests (delayed ground truth): one or a list, written to
+        ``logs/feedback/`` off the request path and joined to the predictions by the monitor."""
+        body = payloads.load_json(await _body(request, server.max_body_bytes))
+        labels = parse_feedback(body, _label_space(app, server.served), server.max_records,
+                                server.max_string_chars, datetime.now(timezone.utc))
+        server.feedback.add(labels)
+        return JSONResponse({"accepted": len(labels)}, status_code=202)
 
     @app.get("/v2", tags=["open inference protocol"])
     async def server_metadata() -> dict[str, Any]:
@@ -164,6 +188,21 @@ def _limits(app: FastAPI, server: ModelServer, served: Served) -> dict[str, Any]
     if cached is None or cached[0] is not served:  # a new plan: its versions' ranges, once
         cached = app.state.ranges = (served, payloads.model_ranges(m.state for m in served.models.values()))
     return {"max_string_chars": server.max_string_chars, "ranges": cached[1], "checks": server.input_checks}
+
+
+def _label_space(app: FastAPI, served: Served) -> LabelSpace:
+    """The labels the served versions can have (computed once per plan)."""
+    cached = getattr(app.state, "labels", None)
+    if cached is None or cached[0] is not served:
+        cached = app.state.labels = (served, LabelSpace.of(m.spec for m in served.models.values()))
+    return cached[1]
+
+
+def _feedback_body() -> dict[str, Any]:
+    """``/v1/feedback``'s request body in the OpenAPI document: one item or a list of them."""
+    item = FeedbackItem.model_json_schema()
+    return {"required": True, "content": {"application/json": {"schema": {
+        "anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}}}}
 
 
 def _request_id(request: Request, given: str | None, max_chars: int) -> str:

@@ -24,6 +24,9 @@ Nothing answered is lost and nothing is logged twice:
 A replica that is killed, not stopped, loses what its buffer held: at most ``flush_s`` (or
 ``flush_rows``) of rows. Rows that neither storage nor the local disk took are counted as
 ``lost_rows`` (reported with the serving faults, see :mod:`raysys.serving.faults`).
+
+The machinery is :class:`DurableLog`, a directory and a frame builder; :class:`PredictionLog` is
+one, the feedback log (:mod:`raysys.serving.feedback`, ``logs/feedback/``) another.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ WRITE_ATTEMPTS = 3
 BACKOFF_S = 0.2  # before the 2nd attempt; doubled before each next one
 TICK_S = 0.05
 Entry = tuple[Rows, dict[str, Any], dict[str, Any]]
+FrameBuilder = Callable[[list[Any]], pd.DataFrame]  # a batch's entries → its log rows (with ``_time``)
 logger = logging.getLogger(__name__)
 
 
@@ -109,7 +113,7 @@ def retried(action: Callable[[], None], attempts: int, backoff_s: float,
 
 @dataclass(frozen=True)
 class Encoded:
-    """One Parquet file of log rows and its place under ``logs/predictions/<model>/``."""
+    """One Parquet file of log rows and its place under ``<log directory>/<model>/``."""
 
     parts: tuple[str, str]  # ("date=YYYY-MM-DD", "part-….parquet")
     data: bytes
@@ -121,27 +125,23 @@ class Batch:
     """Log rows that left the buffer together, with the file name they keep until written."""
 
     name: str
-    entries: list[Entry]
+    entries: list[Any]
+    rows: int  # how many log rows the entries make
 
-    @property
-    def rows(self) -> int:
-        """How many log rows the batch holds."""
-        return sum(rows.count for rows, _, _ in self.entries)
-
-    def encode(self) -> Encoded:
-        """The batch as a Parquet file in the partition of its first request's day."""
-        frame = prediction_frame(self.entries)
+    def encode(self, frame: FrameBuilder) -> Encoded:
+        """The batch as a Parquet file in the partition of its first row's day."""
+        table = frame(self.entries)
         buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        day = self.entries[0][2]["at"].strftime("%Y-%m-%d")
-        return Encoded((f"date={day}", self.name), buffer.getvalue(), len(frame))
+        table.to_parquet(buffer, index=False)
+        day = table["_time"].iloc[0].strftime("%Y-%m-%d")
+        return Encoded((f"date={day}", self.name), buffer.getvalue(), len(table))
 
 
-def spill_root(storage: Storage, model: str, spill_dir: str | None = None) -> Path:
-    """Where a replica keeps batches storage refused: local disk, per user, storage root and model."""
+def spill_root(storage: Storage, model: str, spill_dir: str | None = None, directory: str = LOG_DIR) -> Path:
+    """Where a replica keeps batches storage refused: local disk, per user, storage root, log and model."""
     base = (Path(spill_dir).expanduser() if spill_dir
             else Path(tempfile.gettempdir()) / f"raysys-spill-{getpass.getuser()}")
-    return base / hashlib.sha256(storage.uri.encode()).hexdigest()[:12] / model
+    return base / hashlib.sha256(storage.uri.encode()).hexdigest()[:12] / Path(directory).name / model
 
 
 class SpillDir:
@@ -184,18 +184,19 @@ class SpillDir:
         return Encoded((path.parent.name, path.name), data, rows)
 
 
-class PredictionLog:
-    """A buffer of log rows that a background task writes to Parquet files, spilling what fails."""
+class DurableLog:
+    """A buffer of log rows that a background task writes to Parquet files under
+    ``<directory>/<model>/``, spilling what fails; ``frame`` turns a batch's entries into rows."""
 
-    def __init__(self, storage: Storage, model: str, flush_rows: int, flush_s: float,
-                 max_pending_rows: int = 100_000, spill_dir: str | None = None,
-                 attempts: int = WRITE_ATTEMPTS, backoff_s: float = BACKOFF_S):
-        self.storage, self.model = storage, model
+    def __init__(self, storage: Storage, directory: str, model: str, frame: FrameBuilder, flush_rows: int,
+                 flush_s: float, max_pending_rows: int = 100_000, spill_dir: str | None = None,
+                 attempts: int = WRITE_ATTEMPTS, backoff_s: float = BACKOFF_S, label: str = "log"):
+        self.storage, self.directory, self.model, self.frame, self.label = storage, directory, model, frame, label
         self.flush_rows, self.flush_s, self.max_pending_rows = flush_rows, flush_s, max_pending_rows
         self.attempts, self.backoff_s = attempts, backoff_s
-        self.spill = SpillDir(spill_root(storage, model, spill_dir))
+        self.spill = SpillDir(spill_root(storage, model, spill_dir, directory))
         self.log_id = uuid.uuid4().hex[:12]
-        self.pending: list[Entry] = []
+        self.pending: list[Any] = []
         self.pending_rows = 0
         self.counts = {"written_rows": 0, "spilled_rows": 0, "lost_rows": 0}
         self.failures = RateLimitedLog(logger)
@@ -216,10 +217,10 @@ class PredictionLog:
         with self._lock:
             return dict(self.counts)
 
-    def add(self, rows: Rows, answer: dict[str, Any], **facts: Any) -> None:
-        """Queue one answered request (an append, no I/O); the flusher starts on first use."""
-        self.pending.append((rows, answer, facts))
-        self.pending_rows += rows.count
+    def append(self, entry: Any, rows: int) -> None:
+        """Queue an entry that makes ``rows`` log rows (an append, no I/O); the flusher starts on first use."""
+        self.pending.append(entry)
+        self.pending_rows += rows
         if self.pending_rows >= self.max_pending_rows:  # storage is not keeping up: spill now
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._spill_batch, self._take()))
             self._spilling.add(task)
@@ -259,9 +260,9 @@ class PredictionLog:
     def _take(self) -> Batch | None:
         if not self.pending:
             return None
-        entries, self.pending, self.pending_rows = self.pending, [], 0
+        entries, rows, self.pending, self.pending_rows = self.pending, self.pending_rows, [], 0
         name = f"part-{int(time.time() * 1000)}-{self.log_id}-{next(self._sequence):06d}.parquet"
-        return Batch(name, entries)
+        return Batch(name, entries, rows)
 
     def _flush(self, batch: Batch | None) -> None:
         """(Thread) Spilled batches first, then ``batch``; what cannot be written is spilled."""
@@ -289,22 +290,22 @@ class PredictionLog:
 
     def _encode(self, batch: Batch) -> Encoded | None:
         try:
-            return batch.encode()
+            return batch.encode(self.frame)
         except Exception as error:  # noqa: BLE001 - a bug here must not take serving down
             self._count("lost_rows", batch.rows)
-            self.failures.failure("encode", f"prediction log: lost {batch.rows} rows that could not be "
+            self.failures.failure("encode", f"{self.label}: lost {batch.rows} rows that could not be "
                                             f"encoded ({describe(error)})", error, logging.ERROR)
             return None
 
     def _write(self, encoded: Encoded) -> bool:
         def write() -> None:
-            self.storage.write_bytes(encoded.data, LOG_DIR, self.model, *encoded.parts)
+            self.storage.write_bytes(encoded.data, self.directory, self.model, *encoded.parts)
 
         error = retried(write, self.attempts, self.backoff_s)
         if error is None:
             self._count("written_rows", encoded.rows)
             return True
-        self.failures.failure("write", f"prediction log: storage refused {encoded.rows} rows "
+        self.failures.failure("write", f"{self.label}: storage refused {encoded.rows} rows "
                                        f"{self.attempts} times ({describe(error)}); keeping them in "
                                        f"{self.spill.root} until it takes them", error)
         return False
@@ -314,7 +315,7 @@ class PredictionLog:
             self.spill.put(encoded)
         except OSError as error:
             self._count("lost_rows", encoded.rows)
-            self.failures.failure("spill", f"prediction log: lost {encoded.rows} rows: neither storage nor "
+            self.failures.failure("spill", f"{self.label}: lost {encoded.rows} rows: neither storage nor "
                                            f"{self.spill.root} took them ({describe(error)})", error,
                                   logging.ERROR)
             return
@@ -326,11 +327,30 @@ class PredictionLog:
             self.counts[name] += rows
 
 
+class PredictionLog(DurableLog):
+    """The prediction log of a replica: answered requests → ``logs/predictions/<model>/``."""
+
+    def __init__(self, storage: Storage, model: str, flush_rows: int, flush_s: float,
+                 max_pending_rows: int = 100_000, spill_dir: str | None = None,
+                 attempts: int = WRITE_ATTEMPTS, backoff_s: float = BACKOFF_S):
+        super().__init__(storage, LOG_DIR, model, prediction_frame, flush_rows, flush_s, max_pending_rows,
+                         spill_dir, attempts, backoff_s, label="prediction log")
+
+    def add(self, rows: Rows, answer: dict[str, Any], **facts: Any) -> None:
+        """Queue one answered request (an append, no I/O); the flusher starts on first use."""
+        self.append((rows, answer, facts), rows.count)
+
+
 def read_prediction_log(storage: Storage, model: str) -> pd.DataFrame:
-    """Every logged row of a model (small logs; the monitoring layer reads it with Ray Data)."""
+    """Every logged prediction of a model (small logs; the monitoring layer reads them incrementally)."""
+    return read_log(storage, LOG_DIR, model)
+
+
+def read_log(storage: Storage, directory: str, model: str) -> pd.DataFrame:
+    """Every row a :class:`DurableLog` wrote under ``<directory>/<model>/``, oldest file first."""
     import pyarrow.fs as pafs
 
-    selector = pafs.FileSelector(storage.path(LOG_DIR, model), recursive=True, allow_not_found=True)
+    selector = pafs.FileSelector(storage.path(directory, model), recursive=True, allow_not_found=True)
     files = sorted(i.path for i in storage.fs.get_file_info(selector)
                    if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
     frames = [pd.read_parquet(storage.fs.open_input_file(path)) for path in files]

@@ -100,9 +100,13 @@ class ModelServer:
         log = settings["prediction_log"]
         self.log = PredictionLog(self.storage, self.name, log["flush_rows"], log["flush_s"],
                                  log["max_pending_rows"], log["spill_dir"]) if log["enabled"] else None
+        from raysys.serving.feedback import FeedbackLog
+
+        self.feedback = FeedbackLog(self.storage, self.name, log["flush_rows"], log["flush_s"],
+                                    log["max_pending_rows"], log["spill_dir"])  # labels are never dropped
         self.shadows = BoundedTasks(settings["max_shadow_in_flight"])
         self.faults = FaultReporter(self.storage, settings["app"], serve.get_replica_context().replica_tag,
-                                    settings["fault_report_s"], self.log.stats if self.log else dict)
+                                    settings["fault_report_s"], self._log_stats)
         self.served: Served | None = None
         self.reconfigure(settings["initial"])  # the app is built before Serve's first reconfigure
 
@@ -134,12 +138,19 @@ class ModelServer:
         await self.shadows.wait(SHADOW_WAIT_S)
         if self.log is not None:
             await self.log.close()
+        await self.feedback.close()
         await self.faults.close()
 
     async def check_health(self) -> None:
         """Serve's periodic health check; it also resumes delivering batches spilled on this node."""
         if self.log is not None:
             self.log.resume()
+        self.feedback.resume()
+
+    def _log_stats(self) -> dict[str, int]:
+        """Rows written, spilled and lost by the prediction log and (``feedback_…``) the feedback log."""
+        feedback = {f"feedback_{name}": value for name, value in self.feedback.stats().items()}
+        return {**(self.log.stats() if self.log is not None else {}), **feedback}
 
     # ------------------------------------------------------------------ predictions
 

@@ -34,6 +34,7 @@ class ServingService:
     def __init__(self, config: SystemConfig, storage: Storage, models):
         self.config, self.storage, self.models = config, storage, models
         self.app_name = config.serve.app_name or config.project.name
+        self.companions: list[Any] = []  # started by up, stopped by down (System adds the monitor)
 
     # ------------------------------------------------------------------ state
 
@@ -72,6 +73,8 @@ class ServingService:
         with cluster.stopped_on_failure():
             self._run(plan)
             self._save(plan)
+            for companion in self.companions:
+                companion.start()
         audit.record(self.storage, "serve.up", {"app": self.app_name, "plan": plan.to_dict(), "url": self.url})
         return self.status()
 
@@ -96,6 +99,8 @@ class ServingService:
 
     def down(self, address: str | None = None) -> dict[str, Any]:
         """Remove the app and stop the local Ray that ``up`` started, if it did (even one it cannot reach)."""
+        for companion in self.companions:
+            companion.stop()
         result = take_down(self.config, self.storage, self.app_name, address)
         audit.record(self.storage, "serve.down", {"app": self.app_name, **result})
         return {"app": self.app_name, "status": "DELETED", **result}
@@ -155,6 +160,43 @@ class ServingService:
             version = getattr(new, alias)
             if version is not None and (current is None or getattr(current, alias) != version):
                 registry.set_alias(name, alias, version, actor=who, reason=reason)
+
+    # ------------------------------------------------------------------ feedback
+
+    def feedback(self, input: Any) -> dict[str, Any]:
+        """Labels for answered requests in bulk → ``logs/feedback/`` (one Parquet file).
+
+        ``input``: a CSV, Parquet or JSON-lines path, a DataFrame or a list of dicts, with
+        ``request_id``, ``label`` and optionally ``row`` (default 0). Checked as a whole first:
+        a bad value is an error naming its column and row, and then nothing is written.
+        """
+        from raysys.serving.feedback import FEEDBACK_DIR, FeedbackLog, as_frame, labels_from_table
+
+        frame, name = as_frame(input)
+        cfg = self.config.serve
+        labels = labels_from_table(frame, self._label_space(), cfg.max_records, cfg.max_string_chars, name)
+        log = cfg.prediction_log
+        written = FeedbackLog(self.storage, self.models.name, log.flush_rows, log.flush_s, log.max_pending_rows,
+                              log.spill_dir).write_now(labels)
+        where = self.storage.path(FEEDBACK_DIR, self.models.name)
+        audit.record(self.storage, "feedback.bulk", {"app": self.app_name, "model": self.models.name,
+                                                     "rows": written, "input": name})
+        return {"model": self.models.name, "accepted": written, "path": where}
+
+    def _label_space(self):
+        """The labels the served versions (else ``serve.model``) can have, read from their specs only."""
+        from raysys.modeling.artifacts import TrainSpec
+        from raysys.modeling.predict import SPEC
+        from raysys.modeling.registry import read_artifacts
+        from raysys.serving.feedback import LabelSpace
+
+        registry, name, plan = self.models.registry, self.models.name, self.plan()
+        specs = []
+        for ref in plan.versions if plan else [self.config.serve.model]:
+            version = registry.get(name, ref)
+            files = read_artifacts(self.storage, name, version.version, {SPEC: version.files[SPEC]})
+            specs.append(TrainSpec(**json.loads(files[SPEC])))
+        return LabelSpace.of(specs)
 
     # ------------------------------------------------------------------ batch inference
 
@@ -227,19 +269,24 @@ class ServingService:
 
         if self.app_name not in serve.status().applications:
             return False
-        self._run(plan)
+        self._run(plan, move=True)
         return True
 
-    def _run(self, plan: TrafficPlan) -> None:
-        """``serve.run`` the app with this plan; an unchanged deployment is reconfigured in place."""
+    def _run(self, plan: TrafficPlan, move: bool = False) -> None:
+        """``serve.run`` the app with this plan; an unchanged deployment is reconfigured in place.
+
+        A ``move`` of a running app skips starting Serve, and waits for the app with
+        :func:`wait_app_running` instead of Serve's own wait (which polls once a second).
+        """
         from ray import serve
 
         from raysys.serving.server import server_deployment
 
         cfg = self.config.serve
         quiet_serve_logs()
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
-        quiet_serve_logs()  # Serve may reconfigure its logger when it starts
+        if not move:
+            serve.start(http_options={"host": cfg.host, "port": cfg.port})
+            quiet_serve_logs()  # Serve may reconfigure its logger when it starts
         settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
                     "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump(),
                     "app": self.app_name, "max_shadow_in_flight": cfg.max_shadow_in_flight,
@@ -252,11 +299,15 @@ class ServingService:
         artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
         app = server_deployment(settings, {"plan": plan.to_dict(), "artifacts": artifacts}, cfg,
                                 code_version=code.hexdigest()[:16])
-        serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
+        if move:
+            serve.run_many([serve.RunTarget(app, name=self.app_name, route_prefix=cfg.route_prefix)],
+                           wait_for_applications_running=False)
+        else:
+            serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
         wait_app_running(self.app_name)
 
 
-def wait_app_running(app_name: str, timeout_s: float = 120.0) -> None:
+def wait_app_running(app_name: str, timeout_s: float = 120.0, poll_s: float = 0.1) -> None:
     """Block until the Serve application is RUNNING; a failed deploy or a timeout is an error."""
     from ray import serve
 
@@ -268,7 +319,7 @@ def wait_app_running(app_name: str, timeout_s: float = 120.0) -> None:
             return
         if status == "DEPLOY_FAILED":
             raise RaysysError(f"serve: {app_name} failed to deploy: {app.message}")
-        time.sleep(0.25)
+        time.sleep(poll_s)
     raise RaysysError(f"serve: {app_name} not running after {timeout_s:.0f} s")
 
 

@@ -72,7 +72,8 @@ def copy_on_new_root(rs, root, version: int, **serve):
 @pytest.fixture(scope="package")
 def served(ray_session, tmp_path_factory):
     """(system, base url): v1 champion up on Ray Serve, v2 registered but not deployed."""
-    cfg = {**sklearn_cfg("breast_cancer", "binary", epochs=8), "serve": serve_cfg()}
+    cfg = {**sklearn_cfg("breast_cancer", "binary", epochs=8), "serve": serve_cfg(),
+           "monitor": {"enabled": False}}  # monitor tests start their own, with their own settings
     import yaml
 
     root = tmp_path_factory.mktemp("serving")
