@@ -493,7 +493,7 @@ class AlertRulesConfig(Section):
 
 
 class WebhookConfig(Section):
-    url: str = Field(description="Receives each incident change as HTTP POST JSON.")
+    url: str = Field(pattern=r"^https?://\S+$", description="Receives each incident change as HTTP POST JSON.")
     timeout_s: float = Field(5.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with each POST (masked in logs).")
     max_backoff_s: float = Field(300.0, gt=0, description="Longest wait between retries of an undelivered alert.")
@@ -520,7 +520,13 @@ class RetrainConfig(Section):
     max_per_day: int = Field(4, ge=0)
     auto_release: bool = Field(True, description="Send a better retrained model out as a canary on its own.")
     recent_rows: int = Field(5000, ge=1, description="Newest labelled production records added to the data.")
+    reference_rows: int = Field(
+        1000, ge=0, description="Rows of the champion's training split kept beside them (a sample): few, so "
+                                "that a changed concept outweighs the old one.")
     min_labelled: int = Field(200, ge=1, description="Labelled production records a retrain needs.")
+    label_wait_s: float = Field(
+        1800.0, ge=0, description="A retrain for an incident trains on records newer than the incident: it "
+                                  "waits this long for min_labelled of them, then gives up (recorded).")
     holdout: float = Field(0.3, gt=0, lt=1, description="Share of them held out to compare with the champion.")
     min_gain: float = Field(0.0, description="Held-out primary metric the candidate must beat the champion by.")
 
@@ -536,8 +542,17 @@ class ReleaseConfig(Section):
 
     min_labelled: int = Field(200, ge=10, description="Labelled records per version before a decision.")
     significance: float = Field(0.05, gt=0, lt=1, description="Of the test that challenger != champion.")
+    settle_labelled: int = Field(
+        1000, ge=10, description="Labelled records per version after which a comparison that is still "
+                                 "not significant is settled: promoted if the challenger is at least as good.")
     max_error_rate: float = Field(0.01, ge=0, le=1, description="A canary failing more often is rolled back.")
     timeout_s: float = Field(3600.0, gt=0, description="Roll back a canary still undecided after this long.")
+
+    @model_validator(mode="after")
+    def _settle_after_deciding(self) -> ReleaseConfig:
+        if self.settle_labelled < self.min_labelled:
+            raise ValueError(f"settle_labelled ({self.settle_labelled}) is below min_labelled ({self.min_labelled})")
+        return self
 
 
 class MonitorConfig(Section):

@@ -45,7 +45,17 @@ class System:
         """The serving layer: model server up/status/down, deploy, rollback, batch predictions."""
         from raysys.serving.service import ServingService
 
-        return ServingService(self.config, self.storage, self.models)
+        service = ServingService(self.config, self.storage, self.models)
+        if self.config.monitor.enabled:  # serve up starts the monitor, serve down stops it
+            service.companions.append(_Lazy(lambda: self.monitor))
+        return service
+
+    @cached_property
+    def monitor(self):
+        """The monitoring layer: the monitor actor (start, status, stop), feedback, alerts, retrain, audit."""
+        from raysys.monitoring.service import MonitorService
+
+        return MonitorService(self.config, self.storage, self)
 
     def gc(self, older_than_s: float = DEFAULT_OLDER_THAN_S, dry_run: bool = False) -> GcReport:
         """Remove staging and unpublished files that crashed writers left (``raysys gc``)."""
@@ -61,3 +71,18 @@ class System:
         summary = {"run_id": search["run_id"], "best_params": search["best_params"],
                    "best_metrics": search["best_metrics"], "trials": len(search["trials"])}
         return {"dataset": ingested.to_dict(), "tune": summary, **search["model"]}
+
+
+class _Lazy:
+    """A service built on first use (serving holds the monitor without importing the layer above it)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def start(self) -> dict[str, Any]:
+        """Start the service."""
+        return self.build().start()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the service."""
+        return self.build().stop()

@@ -148,12 +148,19 @@ def test_the_readme_path_in_a_clean_environment_leaves_nothing_running(project):
 
         canary = cli(env, config, "deploy", "--model", "2", "--canary", "10")
         assert canary["applied_to_running_app"] and canary["plan"]["challenger"] == 2
+        promoted = cli(env, config, "promote")
+        assert promoted["applied_to_running_app"] and promoted["plan"]["champion"] == 2
         rolled = cli(env, config, "rollback")
-        assert rolled["applied_to_running_app"] and rolled["plan"]["challenger"] is None
+        assert rolled["applied_to_running_app"] and rolled["plan"]["champion"] == 1
+        assert rolled["plan"]["challenger"] is None
+        monitor = cli(env, config, "monitor", "status")  # `serve up` started the monitor
+        assert monitor["running"] is True, monitor
 
         down = cli(env, config, "serve", "down")
         assert down["stopped_local_ray"] is True and "unreachable" not in down
         assert head_processes(record) == []
+        stopped = [e["action"] for e in System.from_config(config).monitor.audit(action="monitor.")]
+        assert stopped[0] == "monitor.start" and stopped[-1] == "monitor.stop", stopped
         assert not Path(record["haproxy_dir"]).exists() and head_record(cfg) == {}
     finally:
         kill_what_is_left(record)

@@ -7,7 +7,11 @@ from typing import Annotated
 import typer
 
 import raysys
-from raysys.cli import data, maintenance, models, serving
+from raysys.cli import data, feedback, maintenance, models, serving
+from raysys.cli import monitoring as monitor_cli
+from raysys.cli.audit import alerts_app
+from raysys.cli.audit import audit as audit_command
+from raysys.cli.demo import demo
 
 app = typer.Typer(
     name="raysys",
@@ -25,9 +29,16 @@ app.command()(models.evaluate)
 app.command("run")(models.run)
 app.add_typer(serving.serve_app, name="serve")
 app.command()(serving.deploy)
+app.command()(serving.promote)
 app.command()(serving.rollback)
 app.command()(serving.predict)
+app.command()(feedback.feedback)
 app.command()(maintenance.gc)
+app.add_typer(monitor_cli.monitor_app, name="monitor")
+app.command()(monitor_cli.retrain)
+app.add_typer(alerts_app, name="alerts")
+app.command("audit")(audit_command)
+app.command()(demo)
 
 
 def _print_version(requested: bool) -> None:

@@ -70,6 +70,10 @@ class DataService:
         """Add a micro-batch of rows as a new version on top of the latest one."""
         return append_rows(self.store, self.name, frame, schema, source)
 
+    def publish_rows(self, frame: pd.DataFrame, schema: SchemaConfig, source: dict) -> IngestResult:
+        """A new version of these rows alone (validated, content-addressed); ``source`` says where they came from."""
+        return append_rows(_Unrelated(self.storage), self.name, frame, schema, source)
+
     def versions(self) -> list[Manifest]:
         """Every published version, oldest first."""
         return self.store.versions(self.name)
@@ -111,6 +115,11 @@ class DataService:
             raise RaysysError(f"unknown split '{split}': use one of {', '.join(splits.SPLITS)}")
         plan = self.split_plan(manifest.version)
         return map_frames(dataset, _keep_split, fn_kwargs={"plan": plan, "split": split}, **tasks)
+
+    def sample(self, ref: str, split: str | None, rows: int, seed: int = 0) -> pd.DataFrame:
+        """Up to ``rows`` rows of a version (or of one of its splits), drawn at random (seeded)."""
+        frame = self.read(ref, split=split).to_pandas() if rows else pd.DataFrame()
+        return frame.sample(n=min(rows, len(frame)), random_state=seed).reset_index(drop=True)
 
     # ------------------------------------------------------------------ splits
 
@@ -189,6 +198,14 @@ class DataService:
         dataset = self.read(ref or artifact.version, split=split, num_cpus=num_cpus)
         tasks = {"num_cpus": num_cpus} if num_cpus else {}
         return map_frames(dataset, _transform, fn_kwargs={"state": artifact.state, "keep": keep or []}, **tasks)
+
+
+class _Unrelated(DatasetStore):
+    """The store as an append sees it when its rows make a version of their own (no parent files)."""
+
+    def latest(self, name: str) -> Manifest | None:
+        """No version to build on."""
+        return None
 
 
 def map_frames(dataset, fn, **kwargs):
