@@ -36,6 +36,7 @@ import pandas as pd
 from raysys import audit
 from raysys.config import ReleaseConfig
 from raysys.errors import RaysysError
+from raysys.monitoring import alerts
 
 MONITOR_ACTOR = "raysys-monitor"
 Action = Literal["wait", "promote", "rollback"]
@@ -89,12 +90,8 @@ def add_stats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 def fault_delta(now: dict[str, Any], start: dict[str, Any], version: int, role: str) -> dict[str, int]:
     """Requests and failures of ``version`` in ``role`` between two :func:`read_fault_counts` readings."""
-    def counts(reading: dict[str, Any]) -> dict[str, int]:
-        return reading.get("versions", {}).get(str(version), {}).get(role, {})
-
-    after, before = counts(now), counts(start)
-    return {"requests": after.get("requests", 0) - before.get("requests", 0),
-            "failed": after.get("failures", 0) - before.get("failures", 0)}
+    events = alerts.fault_delta(start, now)["versions"].get(str(version), {}).get(role, {})
+    return {"requests": events.get("requests", 0), "failed": events.get("failures", 0)}
 
 
 # --------------------------------------------------------------------------- the judgement
