@@ -9,6 +9,7 @@ its own app), writes prediction-log and feedback files as serving does, and step
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -161,3 +162,22 @@ def test_a_restarted_monitor_resumes_the_canary_it_was_in_and_decides_it_once(co
     assert len(monitor_events(rs, "monitor.release.")) == 2  # canary, then one decision: nothing repeated
     manual = [e for e in monitor_events(rs, "monitor.retrain.done") if e.get("trigger") == "manual"]
     assert len(manual) == 1 and manual[0]["status"] == "challenger"
+
+
+def test_no_traffic_opens_an_incident_although_no_window_closes(copied):
+    from raysys import System
+    from raysys.monitoring.incidents import read_incidents
+
+    rs, _ = copied
+    monitor = rs.config.monitor
+    rules = monitor.alerts.rules.model_copy(update={"no_traffic_s": 60.0})
+    quiet = System(rs.config.model_copy(update={"monitor": monitor.model_copy(
+        update={"alerts": monitor.alerts.model_copy(update={"rules": rules})})}))
+    loop = MonitorLoop(quiet)
+    now = time.time()
+    loop.step(now=now)
+    assert not read_incidents(rs.storage, rs.serving.app_name)  # a minute has not passed
+    loop.step(now=now + 120)
+    loop.step(now=now + 180)  # still quiet: the same incident, opened once
+    (incident,) = read_incidents(rs.storage, rs.serving.app_name, open_only=True)
+    assert incident["rule"] == "no_traffic" and "no request for" in incident["message"]
