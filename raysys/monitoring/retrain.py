@@ -135,23 +135,46 @@ def rows_for_dataset(frame: pd.DataFrame, columns: dict[str, Any], label: str) -
 
 def read_labelled(system, since: str | None = None) -> pd.DataFrame:
     """Labelled answers of the served model (the prediction log joined with feedback), answered after ``since``."""
-    from raysys.monitoring.logreader import FEEDBACK, PREDICTIONS, read_new
+    return LabelledLog(system, since).read()
 
-    name, storage = system.models.name, system.storage
-    predictions, _ = read_new(storage, f"{PREDICTIONS}/{name}")
-    if since is not None and len(predictions):
-        predictions = predictions[pd.to_datetime(predictions["_time"], utc=True) >= pd.Timestamp(since)]
-    feedback, _ = read_new(storage, f"{FEEDBACK}/{name}")
-    return labelled_answers(predictions, feedback)
+
+class LabelledLog:
+    """The served model's labelled answers after ``since``, read incrementally (cursors): each call
+    to :meth:`read` reads only the log files written since the previous one."""
+
+    def __init__(self, system, since: str | None = None):
+        from raysys.monitoring.logreader import FEEDBACK, PREDICTIONS
+
+        self.storage, self.since = system.storage, since
+        self.directories = (f"{PREDICTIONS}/{system.models.name}", f"{FEEDBACK}/{system.models.name}")
+        self.frames: list[list[pd.DataFrame]] = [[], []]
+        self.cursors = [None, None]
+
+    def read(self) -> pd.DataFrame:
+        """Every labelled answer so far (the newest label per record)."""
+        from raysys.monitoring.logreader import read_new
+
+        for i, directory in enumerate(self.directories):
+            frame, self.cursors[i] = read_new(self.storage, directory, self.cursors[i])
+            if i == 0 and self.since is not None and len(frame):
+                frame = frame[pd.to_datetime(frame["_time"], utc=True) >= pd.Timestamp(self.since)]
+            if len(frame):
+                self.frames[i].append(frame)
+        predictions, feedback = (pd.concat(f, ignore_index=True) if f else pd.DataFrame() for f in self.frames)
+        return labelled_answers(predictions, feedback)
 
 
 def wait_for_labels(system, since: str | None, stopping: Callable[[], bool] = lambda: False,
                     poll_s: float = 5.0) -> int:
-    """Labelled records after ``since``, once ``min_labelled`` are there or ``label_wait_s`` is over."""
+    """Labelled records after ``since``, once ``min_labelled`` are there or ``label_wait_s`` is over.
+
+    Each poll reads only the log files that arrived since the last one.
+    """
     cfg = system.config.monitor.retrain
     deadline = time.monotonic() + cfg.label_wait_s
+    log = LabelledLog(system, since)
     while True:
-        labelled = len(read_labelled(system, since))
+        labelled = len(log.read())
         if labelled >= cfg.min_labelled or time.monotonic() >= deadline or stopping():
             return labelled
         time.sleep(poll_s)

@@ -105,5 +105,6 @@ def test_a_retrain_for_an_incident_only_takes_records_answered_after_it(champion
     later = "2999-01-01T00:00:00+00:00"
     assert read_labelled(rs, since=later).empty
     assert wait_for_labels(rs, later, stopping=lambda: True) == 0  # a stopping monitor does not wait
+    assert wait_for_labels(rs, "2000-01-01T00:00:00+00:00") == everything  # enough already: no wait
     result = retrain(rs, "drift", "drifted", incident="inc-2", since=later)
     assert result.status == "not_enough_labels" and f"answered after {later}" in result.decision
