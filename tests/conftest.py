@@ -12,6 +12,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules that use the served app run last and together, so it holds CPUs only while they run."""
+    serving_modules = {item.module.__name__ for item in items if "served" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.module.__name__ in serving_modules)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 2 CPUs, started once and shut down at the end, with nothing of it left running."""
@@ -35,6 +41,32 @@ def ray_session():
             left = haproxy_processes(new.haproxy_dir)
             assert not left, f"HAProxy of the session's Ray still running after it stopped: {left}"
             assert not os.path.exists(new.haproxy_dir)
+
+
+@pytest.fixture(scope="session")
+def served(ray_session, tmp_path_factory):
+    """(system, base url): one breast-cancer model served for every test that needs one.
+
+    v1 (trained, the champion, its TrainResult as ``system.trained``) up on Ray Serve, v2 (a
+    perturbed copy) registered but not deployed. Tests that change the plan, keys or the monitor
+    put them back; the modules that use it run last (``pytest_collection_modifyitems``).
+    """
+    from tests.modeling.test_train import sklearn_cfg, system_from
+    from tests.serving.conftest import perturbed_copy, serve_cfg
+
+    cfg = {**sklearn_cfg("breast_cancer", "binary"), "serve": serve_cfg(),
+           "monitor": {"enabled": False}}  # monitor tests start their own, with their own settings
+    root = tmp_path_factory.mktemp("serving")
+    rs = system_from(cfg, root)
+    rs.config_path = root / "raysys.yaml"  # the same config for the CLI tests
+    rs.config_path.write_text(yaml.safe_dump({**cfg, "storage": {"root": str(root)}}))
+    rs.data.ingest()
+    rs.trained = rs.models.train()
+    rs.models.promote(rs.trained.model.version, "champion", actor="test", reason="first")
+    perturbed_copy(rs, rs.trained.model.version)
+    rs.serving.up()
+    yield rs, rs.serving.url
+    rs.serving.down()
 
 
 def haproxy_processes(folder: str) -> list[str]:

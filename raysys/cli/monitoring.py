@@ -1,4 +1,4 @@
-"""The monitoring commands: ``raysys monitor start|status|stop`` and ``raysys retrain``.
+"""The monitoring commands: ``raysys monitor start|status|stop|release`` and ``raysys retrain``.
 
 ``monitor status`` with no monitor running is not an error: it prints what the last monitor
 committed and says it is not running (exit 0; ``"running": false`` with ``--json``).
@@ -48,6 +48,20 @@ def stop(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Stop the monitor (its state stays; `monitor start` goes on from it)."""
     emit(system(config).monitor.stop(), as_json, lambda r: out_console.print(
         f"{r['actor']}: {'stopped' if r['stopped'] else 'was not running'}"))
+
+
+@monitor_app.command("release")
+@handle_errors
+def release(
+    version: Annotated[str, typer.Argument(help="A registered version number or alias.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "manual",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Release a registered version as a canary that the monitor judges, then promotes or rolls back."""
+    emit(system(config).monitor.release(version, reason), as_json, lambda r: out_console.print(
+        f"v{r['release']['version']} is out as a canary beside v{r['release']['champion']}: the monitor "
+        f"promotes or rolls it back once its labelled traffic decides (`raysys monitor status`)"))
 
 
 @handle_errors

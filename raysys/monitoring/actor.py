@@ -96,6 +96,10 @@ class Monitor:
         """A manual retrain through the policy (refused while one runs)."""
         return self.loop.request_retrain(reason)
 
+    def release(self, version: int, reason: str) -> dict[str, Any]:
+        """A registered version out as a canary the loop judges (refused while one is judged)."""
+        return self.loop.request_release(version, reason)
+
     def pid(self) -> int:
         """The actor's process id (tests kill it)."""
         return os.getpid()

@@ -244,6 +244,31 @@ class MonitorLoop:
             self._carry_out(work)
             return decision
 
+    def request_release(self, version: int, reason: str, now: float | None = None) -> dict[str, Any]:
+        """A registered version out as a judged canary (promoted or rolled back like a retrained one)."""
+        from raysys.monitoring.release import Release
+
+        with self.lock:
+            now = self.clock() if now is None else now
+            release = Release.from_dict(self.state.release.get("release"))
+            plan = self.system.serving.plan()
+            if release.phase == "canary":
+                raise RaysysError(f"monitor: a canary of v{release.version} is already being judged")
+            if plan is None:
+                raise RaysysError(f"monitor: nothing is served for '{self.app}'")
+            if version == plan.champion:
+                raise RaysysError(f"monitor: v{version} is the champion already")
+            self.system.models.registry.get(self.model, version)  # NotFound names an unknown version
+            work = self.state.copy()
+            work.release = {"release": release.canary(version, plan.champion, now, None).to_dict()}
+            work.pending.append(effect("audit", action="monitor.release.requested", reason=reason,
+                                       details={"model_version": version, "champion_version": plan.champion}))
+            work.pending.append(effect("release"))
+            self.store.save(work)
+            self.state = work
+            self._carry_out(work)
+            return {"release": Release.from_dict(work.release["release"]).to_dict()}
+
     def _maybe_retrain(self, work: MonitorState, change: dict[str, Any], now: float) -> None:
         """An incident just opened by a drift or quality rule is a retrain trigger (keyed by the incident)."""
         incident = change["incident"]

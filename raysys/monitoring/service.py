@@ -130,7 +130,19 @@ class MonitorService:
         handle = self._actor()
         if handle is None:
             raise RaysysError(f"monitor: not running for '{self.app}': start it with `raysys monitor start`")
-        return ray.get(handle.retrain.remote(reason), timeout=RETRAIN_TIMEOUT_S)
+        return _unwrapped(lambda: ray.get(handle.retrain.remote(reason), timeout=RETRAIN_TIMEOUT_S))
+
+    def release(self, version: str | int, reason: str = "manual") -> dict[str, Any]:
+        """Release a registered version (or alias) as a canary that the running monitor judges and then
+        promotes or rolls back, as it does a retrained model."""
+        import ray
+
+        number = self.system.models.registry.get(self.system.models.name, str(version)).version
+        self._connect(start=False)
+        handle = self._actor()
+        if handle is None:
+            raise RaysysError(f"monitor: not running for '{self.app}': start it with `raysys monitor start`")
+        return _unwrapped(lambda: ray.get(handle.release.remote(number, reason), timeout=CALL_TIMEOUT_S))
 
     # ------------------------------------------------------------------ helpers
 
@@ -147,3 +159,15 @@ class MonitorService:
             return ray.get_actor(self.name, namespace=NAMESPACE)
         except ValueError:
             return None
+
+
+def _unwrapped(call):
+    """``call()``, with a user error raised in the actor re-raised as itself (one line, no remote traceback)."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return call()
+    except RayTaskError as error:
+        if isinstance(error.cause, RaysysError):
+            raise error.cause from None
+        raise

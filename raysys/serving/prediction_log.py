@@ -21,9 +21,12 @@ Nothing answered is lost and nothing is logged twice:
 - :meth:`PredictionLog.close` (graceful replica shutdown) waits for the write in flight and writes
   the rest.
 
-A replica that is killed, not stopped, loses what its buffer held: at most ``flush_s`` (or
-``flush_rows``) of rows. Rows that neither storage nor the local disk took are counted as
-``lost_rows`` (reported with the serving faults, see :mod:`raysys.serving.faults`).
+- every entry is also appended to a local journal segment (:mod:`raysys.serving.journal`) before
+  the request is answered, so a replica that is killed, not stopped, loses nothing either: a
+  replica starting on the same node delivers what the dead one's buffer held.
+
+Rows that neither storage nor the local disk took are counted as ``lost_rows`` (reported with the
+serving faults, see :mod:`raysys.serving.faults`).
 
 The machinery is :class:`DurableLog`, a directory and a frame builder; :class:`PredictionLog` is
 one, the feedback log (:mod:`raysys.serving.feedback`, ``logs/feedback/``) another.
@@ -50,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from raysys.serving.faults import RateLimitedLog, describe
+from raysys.serving.journal import Journal, batch_name, orphaned, read_segment
 from raysys.serving.payloads import Rows
 from raysys.storage import Storage
 
@@ -200,9 +204,11 @@ class DurableLog:
         self.pending_rows = 0
         self.counts = {"written_rows": 0, "spilled_rows": 0, "lost_rows": 0}
         self.failures = RateLimitedLog(logger)
+        self.journal = Journal(self.spill.root / "journal", self.log_id)
+        self._next_name: str | None = None  # the file name of the batch the buffer holds
         self._sequence = itertools.count()
         self._lock = threading.Lock()  # counts change in writer threads
-        self._spill_waiting = self.spill.has_files()  # a dead replica's batches, delivered first
+        self._spill_waiting = self.spill.has_files() or bool(orphaned(self.journal.root))  # delivered first
         self._flusher: asyncio.Task | None = None
         self._spilling: set[asyncio.Task] = set()
         self._closing = False
@@ -218,7 +224,8 @@ class DurableLog:
             return dict(self.counts)
 
     def append(self, entry: Any, rows: int) -> None:
-        """Queue an entry that makes ``rows`` log rows (an append, no I/O); the flusher starts on first use."""
+        """Queue an entry that makes ``rows`` log rows (an append and a journal write); the flusher starts on first use."""
+        self._journal(entry, rows)
         self.pending.append(entry)
         self.pending_rows += rows
         if self.pending_rows >= self.max_pending_rows:  # storage is not keeping up: spill now
@@ -228,8 +235,8 @@ class DurableLog:
         self._ensure_flusher()
 
     def resume(self) -> None:
-        """Start the flusher if batches wait on local disk (a health check calls this)."""
-        self._spill_waiting = self._spill_waiting or self.spill.has_files()
+        """Start the flusher if batches (or a dead replica's journal) wait on local disk (a health check calls this)."""
+        self._spill_waiting = self._spill_waiting or self.spill.has_files() or bool(orphaned(self.journal.root))
         if self.pending or self._spill_waiting:
             self._ensure_flusher()
 
@@ -242,6 +249,7 @@ class DurableLog:
             await asyncio.gather(*self._spilling)
         self._spill_waiting = True  # whatever this or a dead replica spilled goes first
         await asyncio.to_thread(self._flush, self._take())
+        self.journal.close()
 
     # ------------------------------------------------------------------ background work
 
@@ -257,27 +265,44 @@ class DurableLog:
                 await asyncio.to_thread(self._flush, self._take())
                 started = time.monotonic()
 
+    def _journal(self, entry: Any, rows: int) -> None:
+        """Journal an entry; a local disk that refuses is logged (the entry is still buffered)."""
+        try:
+            self._next_name = self._next_name or self._new_name()
+            if self.journal.name != self._next_name:
+                self.journal.open(self._next_name)
+            self.journal.append(entry, rows)
+        except OSError as error:
+            self.failures.failure("journal", f"{self.label}: could not journal a batch in {self.journal.root} "
+                                             f"({describe(error)}); a kill of this replica would lose it", error)
+
     def _take(self) -> Batch | None:
         if not self.pending:
             return None
         entries, rows, self.pending, self.pending_rows = self.pending, self.pending_rows, [], 0
-        name = f"part-{int(time.time() * 1000)}-{self.log_id}-{next(self._sequence):06d}.parquet"
+        name, self._next_name = self._next_name or self._new_name(), None
+        self.journal.seal()
         return Batch(name, entries, rows)
+
+    def _new_name(self) -> str:
+        return f"part-{int(time.time() * 1000)}-{self.log_id}-{next(self._sequence):06d}.parquet"
 
     def _flush(self, batch: Batch | None) -> None:
         """(Thread) Spilled batches first, then ``batch``; what cannot be written is spilled."""
         delivered = self._deliver_spilled() if self._spill_waiting else True
         encoded = self._encode(batch) if batch is not None else None
-        if encoded is not None and not (delivered and self._write(encoded)):
-            self._keep(encoded)  # storage is failing: no new attempts until the spilled ones land
+        if encoded is not None and (delivered and self._write(encoded)
+                                    or self._keep(encoded)):  # storage failing: spilled ones land first
+            self.journal.discard(batch.name)
 
     def _spill_batch(self, batch: Batch | None) -> None:
         encoded = self._encode(batch) if batch is not None else None
-        if encoded is not None:
-            self._keep(encoded)
+        if encoded is not None and self._keep(encoded):
+            self.journal.discard(batch.name)
 
     def _deliver_spilled(self) -> bool:
         self._spill_waiting = False  # set again by any batch spilled from now on
+        self._replay_journals()
         for path in self.spill.files():
             encoded = SpillDir.read(path)
             if encoded is None:
@@ -287,6 +312,22 @@ class DurableLog:
                 return False
             path.unlink(missing_ok=True)
         return True
+
+    def _replay_journals(self) -> None:
+        """The batches of logs whose replica died: written (or spilled) under the names they would have had."""
+        for segment in orphaned(self.journal.root):
+            try:
+                entries, rows = read_segment(segment)
+            except FileNotFoundError:
+                continue  # another replica on this node delivered it
+            except Exception as error:  # noqa: BLE001 - a damaged segment must not stop the log
+                segment.rename(segment.with_suffix(".damaged"))
+                self.failures.failure("replay", f"{self.label}: a journal segment could not be read ({describe(error)});"
+                                                f" kept as {segment.with_suffix('.damaged')}", error, logging.ERROR)
+                continue
+            encoded = self._encode(Batch(batch_name(segment), entries, rows)) if entries else None
+            if encoded is None or self._write(encoded) or self._keep(encoded):
+                segment.unlink(missing_ok=True)
 
     def _encode(self, batch: Batch) -> Encoded | None:
         try:
@@ -310,7 +351,8 @@ class DurableLog:
                                        f"{self.spill.root} until it takes them", error)
         return False
 
-    def _keep(self, encoded: Encoded) -> None:
+    def _keep(self, encoded: Encoded) -> bool:
+        """Spill a batch to local disk; False (and counted lost) when the disk refuses it too."""
         try:
             self.spill.put(encoded)
         except OSError as error:
@@ -318,9 +360,10 @@ class DurableLog:
             self.failures.failure("spill", f"{self.label}: lost {encoded.rows} rows: neither storage nor "
                                            f"{self.spill.root} took them ({describe(error)})", error,
                                   logging.ERROR)
-            return
+            return False
         self._count("spilled_rows", encoded.rows)
         self._spill_waiting = True
+        return True
 
     def _count(self, name: str, rows: int) -> None:
         with self._lock:

@@ -33,11 +33,10 @@ def system_from(cfg: dict, root: Path):
 
 
 @pytest.fixture(scope="module")
-def trained(ray_session, tmp_path_factory):
-    """One breast-cancer model, trained once for the tests that only read it."""
-    rs = system_from(sklearn_cfg("breast_cancer", "binary"), tmp_path_factory.mktemp("cancer"))
-    rs.data.ingest()
-    return rs, rs.models.train()
+def trained(served):
+    """The served breast-cancer model (trained once per session, with ``sklearn_cfg``) and its TrainResult."""
+    rs, _ = served
+    return rs, rs.trained
 
 
 def test_breast_cancer_reaches_the_quality_bar_and_is_registered(trained):
@@ -45,7 +44,7 @@ def test_breast_cancer_reaches_the_quality_bar_and_is_registered(trained):
     metrics = result.metrics["metrics"]
     assert metrics["accuracy"] >= 0.95 and metrics["roc_auc"] >= 0.97
     assert result.metrics["baseline"]["accuracy"] < 0.7  # the majority class, reported beside it
-    version = cancer.models.show("latest")
+    version = cancer.models.show(str(result.model.version))
     assert version.version == 1 and version.metrics["accuracy"] == metrics["accuracy"]
     lineage = version.lineage
     assert lineage["dataset_version"] == cancer.data.show().version and lineage["run_id"] == result.run_id
@@ -53,7 +52,7 @@ def test_breast_cancer_reaches_the_quality_bar_and_is_registered(trained):
     run = cancer.models.run(result.run_id)
     assert run["status"] == "finished" and len(run["history"]) == len(result.history) > 0
     assert Path(run["wandb"]["dir"]).exists()
-    model = cancer.models.load("latest")
+    model = cancer.models.load("1")
     rows = cancer.data.read(split="test").to_pandas().drop(columns=["target"]).head(3)
     assert model.predict(rows).shape == (3,)
 
@@ -78,7 +77,7 @@ def test_diabetes_regression_reaches_the_quality_bar(make_system):
 
 def test_evaluate_and_promote(trained):
     cancer, _ = trained
-    evaluation = cancer.models.evaluate("latest", split="val")
+    evaluation = cancer.models.evaluate("1", split="val")
     assert evaluation["metrics"]["accuracy"] > 0.9 and evaluation["split_rows"] > 50
     move = cancer.models.promote("1", "champion", "tester", "best so far")
     assert cancer.models.show("champion").version == 1 and move.reason == "best so far"

@@ -1,4 +1,4 @@
-"""Fixtures of the monitoring tests: the serving tests' served model, and log files as serving writes them."""
+"""Fixtures of the monitoring tests: log files as serving writes them (the served model is tests/conftest.py::served)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import time
 import uuid
 
 import pandas as pd
-
-from tests.serving.conftest import served  # noqa: F401 - the serving tests' served model, reused (one per package)
 
 
 def write_log_part(rs, directory: str, frame: pd.DataFrame, seq: int = 0, log_id: str | None = None) -> str:

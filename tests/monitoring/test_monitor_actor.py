@@ -10,17 +10,22 @@ clean environment.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from raysys.audit import read_audit
+from raysys.errors import RaysysError
 from raysys.monitoring.state import StateStore
 from tests.user_shell import BIN, clean_env
 
@@ -70,17 +75,21 @@ def scrape(port: int) -> str:
         return ""
 
 
-@pytest.fixture()
-def monitored(served):
-    """A System on the served root with a small, fast monitor config (the fixture's own monitor stopped)."""
+def monitoring(rs, monitor: dict):
+    """A System on the served root with its own monitor config."""
     from raysys import System
     from raysys.config import parse_config
 
+    cfg = yaml.safe_load(rs.config_path.read_text())
+    return System(parse_config({**cfg, "monitor": monitor}))
+
+
+@pytest.fixture()
+def monitored(served):
+    """A System on the served root with a small, fast monitor config (the fixture's own monitor stopped)."""
     rs, url = served
     rs.monitor.stop()  # `serve up` started one with the default config
-    cfg = yaml.safe_load(rs.config_path.read_text())
-    cfg["monitor"] = MONITOR
-    mon = System(parse_config(cfg))
+    mon = monitoring(rs, MONITOR)
     yield mon, url
     mon.monitor.stop()
 
@@ -133,6 +142,113 @@ def test_the_actor_counts_windows_exports_metrics_survives_sigkill_and_stops(mon
     (log,) = Path(rs.storage.path("runs"), runs[0]["run_id"]).glob("wandb/offline-run-*/run-*.wandb")
     records = finished_records(log)
     assert of_type(records, "run")[0].run_group == "production" and of_type(records, "history")
+
+
+def test_a_release_survives_the_actor_sigkilled_mid_canary_and_is_decided_and_moved_once(served, ray_session):
+    """`monitor release v2`; the actor is killed while the canary waits for labels; the restarted
+    one judges it on the labelled canary traffic and makes the decision's move once."""
+    rs, url = served
+    ray = ray_session
+    mon = monitoring(rs, {**MONITOR, "release": {"min_labelled": 10, "settle_labelled": 10}})
+    champion = rs.serving.plan().champion
+    test = rs.data.read("latest", split="test").to_pandas()
+    inputs, label = rs.models.load("champion").state.input_columns, rs.config.data.label
+    started = len(read_audit(rs.storage, "monitor.release."))
+    try:
+        mon.monitor.start()
+        with pytest.raises(RaysysError, match=f"v{champion} is the champion already"):
+            mon.monitor.release(str(champion))
+        released = mon.monitor.release("2", reason="a challenger trained offline")["release"]
+        assert released["phase"] == "canary" and released["applied"]
+        assert rs.serving.plan().challenger == 2
+        with pytest.raises(RaysysError, match="already being judged"):
+            mon.monitor.release("2")
+
+        handle = ray.get_actor(f"raysys-monitor-{rs.serving.app_name}", namespace="raysys")
+        first_pid = ray.get(handle.pid.remote())
+        os.kill(first_pid, signal.SIGKILL)  # mid-release: the canary is out, not yet judged
+        wait_for(lambda: _pid(ray, handle, first_pid), "the actor restarted by Ray")
+
+        decisions = {"monitor.release.promote": "promoted", "monitor.release.rollback": "rolled_back"}
+
+        def labelled_traffic() -> list[dict] | None:
+            sent = send(url, test, label, inputs, per_request=2)
+            mon.monitor.feedback([{"request_id": r, "row": i, "label": y} for r, ys in sent for i, y in enumerate(ys)])
+            events = read_audit(rs.storage, "monitor.release.")[started:]
+            return events if events[-1]["action"] in decisions else None
+
+        events = wait_for(labelled_traffic, "the canary judged", timeout_s=240, every_s=1)
+        phase = decisions[events[-1]["action"]]
+        assert mon.monitor.status()["release"]["phase"] == phase
+        assert [e["action"] for e in events] == ["monitor.release.requested", "monitor.release.canary",
+                                                 {"promoted": "monitor.release.promote",
+                                                  "rolled_back": "monitor.release.rollback"}[phase]]
+        decided = events[-1]
+        assert decided["moved"] and decided["model_version"] == 2 and decided["evidence"]["challenger"]["labelled"] >= 10
+        plan = rs.serving.plan()
+        assert plan.challenger is None and plan.champion == (2 if phase == "promoted" else champion)
+    finally:
+        mon.monitor.stop()
+        plan = rs.serving.plan()
+        if plan.champion != champion or plan.challenger is not None:
+            rs.serving.rollback(to=str(champion), actor="test", reason="restore the served champion")
+
+
+def test_a_replica_sigkilled_under_load_loses_no_answered_row_and_the_monitor_counts_each_once(monitored,
+                                                                                             ray_session):
+    """Clients retry what failed (as new requests); every answer they got is logged once and in one window."""
+    from ray.util.state import list_actors
+
+    rs, url = monitored
+    rows = rs.data.read("latest", split="test").to_pandas()[rs.models.load("champion").state.input_columns]
+    records = rows.iloc[:3].to_dict("records")
+    answered, failed, stop = [], [], threading.Event()
+
+    def client(index: int) -> None:
+        with httpx.Client(timeout=30) as session:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                try:
+                    answer = session.post(f"{url}/v1/predict", json={"records": records},
+                                          headers={"x-request-id": f"kill-{index}-{n}"})
+                except httpx.HTTPError as error:
+                    failed.append(type(error).__name__)
+                    continue
+                (answered if answer.status_code == 200 else failed).append(
+                    answer.json()["request_id"] if answer.status_code == 200 else answer.status_code)
+
+    rs.monitor.start()
+    clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_for(lambda: len(answered) >= 30, "traffic answered")
+        session = ray_session.get_runtime_context().gcs_address  # other Rays may run on this machine
+        replicas = [a for a in list_actors(address=session, filters=[("state", "=", "ALIVE")])
+                    if a.class_name.startswith(f"ServeReplica:{rs.serving.app_name}:")]
+        os.kill(replicas[0].pid, signal.SIGKILL)  # its buffer held answered rows: flush_s is 0.5 s
+        killed_at = len(answered)
+        wait_for(lambda: len(answered) >= killed_at + 60, "traffic answered after the kill")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+
+    def logged_once() -> Counter | None:
+        log = rs.serving.prediction_log()
+        ids = Counter(log.loc[log["_role"] == "answer", "_request_id"]) if len(log) else Counter()
+        return ids if all(ids[r] == len(records) for r in answered) else None
+
+    ids = wait_for(logged_once, "every answered request in the log (the killed replica's by its successor)")
+    ours = {request_id: n for request_id, n in ids.items() if request_id.startswith("kill-")}
+    assert all(n == len(records) for n in ours.values())  # none twice
+    assert len(set(ours) - set(answered)) <= len(clients)  # answered as the replica died, the answer lost
+    logged = answer_rows(rs)
+    wait_for(lambda: accounted(rs) >= logged, "the monitor read every logged answer", timeout_s=60)
+    windows = StateStore(rs.storage, rs.serving.app_name).windows()
+    assert [w["seq"] for w in windows] == list(range(len(windows)))
+    assert accounted(rs) == answer_rows(rs)  # each logged answer in exactly one window
 
 
 def _pid(ray, handle, old: int) -> int | None:

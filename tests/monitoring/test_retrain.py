@@ -7,10 +7,13 @@ the registry are real.
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from raysys.audit import read_audit
 from tests.modeling.test_train import sklearn_cfg, system_from
@@ -20,7 +23,7 @@ COPIES = 3  # each dataset row is seen this often in production, with other requ
 
 
 def cfg(**retrain) -> dict:
-    return {**sklearn_cfg("breast_cancer", "binary", epochs=2),
+    return {**sklearn_cfg("breast_cancer", "binary", epochs=8),
             "monitor": {"retrain": {"min_labelled": 100, "holdout": 0.3, "reference_rows": 100, **retrain}}}
 
 
@@ -41,13 +44,14 @@ def write_production(rs, flip: bool) -> int:
 
 
 @pytest.fixture(scope="module")
-def champion(ray_session, tmp_path_factory):
-    """(root, system): a breast-cancer champion and concept-drifted labelled production traffic."""
+def champion(served, tmp_path_factory):
+    """(root, system): a copy of the served breast-cancer model's root (v1 the champion: no training of
+    its own) and concept-drifted labelled production traffic."""
+    source = Path(yaml.safe_load(served[0].config_path.read_text())["storage"]["root"])
     root = tmp_path_factory.mktemp("retrain")
+    shutil.copytree(source, root, dirs_exist_ok=True, ignore=lambda folder, names: [
+        n for n in names if Path(folder) == source and n not in ("datasets", "splits", "features", "models")])
     rs = system_from(cfg(), root)
-    rs.data.ingest()
-    trained = rs.models.train()
-    rs.models.promote(trained.model.version, "champion", actor="test", reason="first")
     write_production(rs, flip=True)
     return root, rs
 
@@ -73,7 +77,8 @@ def test_retrain_builds_a_dataset_version_with_lineage_and_registers_a_better_ch
     assert model.version == result.model_version != champion_version
     assert model.lineage["dataset_version"] == data.version and model.run_id == result.run_id
     assert model.lineage["retrain"]["champion_version"] == champion_version
-    assert model.params["train"]["epochs"] == 2  # the champion's settings
+    champion_params = rs.models.registry.get(rs.models.name, champion_version).params
+    assert model.params["train"] == champion_params["train"]  # the champion's settings
     comparison = result.evidence["comparison"]
     assert comparison["metric"] == "accuracy" and comparison["candidate"] > comparison["champion"]
     events = [e for e in read_audit(rs.storage, "monitor.retrain.") if e.get("incident") == "inc-1"]

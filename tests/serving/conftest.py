@@ -1,11 +1,9 @@
-"""One served breast-cancer model (v1 trained, v2 a perturbed copy) for the serving tests."""
+"""Helpers of the serving tests (the served model itself is ``tests/conftest.py::served``, one per session)."""
 
 from __future__ import annotations
 
-import pytest
-
 from raysys.runtime import free_port
-from tests.modeling.test_train import sklearn_cfg, system_from
+from tests.modeling.test_train import system_from
 
 SERVE_PORT = free_port()  # Serve's HTTP ingress starts once per Ray session, on one port
 
@@ -67,23 +65,3 @@ def copy_on_new_root(rs, root, version: int, **serve):
                                             run_id=None, description=f"copy of v{version}")
     other.models.promote(copied.version, "champion", actor="test", reason="copy")
     return other
-
-
-@pytest.fixture(scope="package")
-def served(ray_session, tmp_path_factory):
-    """(system, base url): v1 champion up on Ray Serve, v2 registered but not deployed."""
-    cfg = {**sklearn_cfg("breast_cancer", "binary", epochs=8), "serve": serve_cfg(),
-           "monitor": {"enabled": False}}  # monitor tests start their own, with their own settings
-    import yaml
-
-    root = tmp_path_factory.mktemp("serving")
-    rs = system_from(cfg, root)
-    rs.config_path = root / "raysys.yaml"  # the same config for the CLI tests
-    rs.config_path.write_text(yaml.safe_dump({**cfg, "storage": {"root": str(root)}}))
-    rs.data.ingest()
-    trained = rs.models.train()
-    rs.models.promote(trained.model.version, "champion", actor="test", reason="first")
-    perturbed_copy(rs, trained.model.version)
-    rs.serving.up()
-    yield rs, rs.serving.url
-    rs.serving.down()
