@@ -115,6 +115,11 @@ class FeatureState:
 # --------------------------------------------------------------------------- planning
 
 
+def kept_name(column: str) -> str:
+    """Where a raw column kept beside the features lands when a feature output has its name."""
+    return f"_kept.{column}"
+
+
 def plan_features(
     cfg: FeaturesConfig, column_types: dict[str, ColumnType], label: str | None
 ) -> FeaturePlan:

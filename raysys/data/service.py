@@ -58,12 +58,12 @@ class DataService:
 
     def ingest(self) -> IngestResult:
         """Read, validate and publish the configured source as a new (or existing) version."""
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         return run_ingest(self.store, self.config.data, publish=True)
 
     def validate(self) -> IngestResult:
         """Run the same pipeline as ingest without publishing anything."""
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         return run_ingest(self.store, self.config.data, publish=False)
 
     def append(self, frame: pd.DataFrame, schema: SchemaConfig | None = None, source: dict | None = None) -> IngestResult:
@@ -102,7 +102,7 @@ class DataService:
         import pyarrow as pa
         import ray.data
 
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.show(ref)
         paths = self.store.file_paths(manifest, quarantine=quarantine)
         if not paths:
@@ -227,8 +227,8 @@ def _fit_partial(frame: pd.DataFrame, plan: features.FeaturePlan) -> pd.DataFram
 
 def _transform(frame: pd.DataFrame, state: features.FeatureState, keep: list[str]) -> pd.DataFrame:
     out = features.transform(state, frame)
-    for column in keep:
-        out[column] = frame[column].to_numpy()
+    for column in keep:  # a raw column that is also a feature output is kept beside it, never over it
+        out[features.kept_name(column) if column in out else column] = frame[column].to_numpy()
     return out
 
 

@@ -106,7 +106,8 @@ class BatchPredictor:
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         output = self.model.predict_features(frame)
-        out = pd.DataFrame({c: frame[c].to_numpy() for c in self.keep})
+        out = pd.DataFrame({c: frame[features.kept_name(c) if features.kept_name(c) in frame else c].to_numpy()
+                            for c in self.keep})
         if output.ndim == 1:
             out[OUTPUT] = output
         else:

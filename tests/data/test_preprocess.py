@@ -47,8 +47,12 @@ def test_features_fit_on_train_only_and_offline_equals_online(churn):
     assert artifact.state.rows == len(train)
     age = next(n for n in artifact.state.to_dict()["numeric"] if n["name"] == "age")
     assert age["stats"]["mean"] == pytest.approx(train["age"].mean())
-    offline = churn.data.transform(artifact, split="test", keep=["customer_id"]).to_pandas()
+    # "age" is kept raw (as a slice column is) and is a feature too: the feature is not overwritten
+    offline = churn.data.transform(artifact, split="test", keep=["customer_id", "age"]).to_pandas()
     rows = churn.data.read(split="test").to_pandas().set_index("customer_id")
+    assert "age" in artifact.state.output_columns
+    raw_age = rows.loc[offline["customer_id"].astype(int), "age"].to_numpy()
+    assert np.array_equal(offline[features.kept_name("age")].to_numpy(), raw_age)
     sample = offline.sample(50, random_state=0)
     for _, expected in sample.iterrows():
         raw = rows.loc[[int(expected["customer_id"])]].reset_index()
