@@ -262,7 +262,8 @@ class MonitorLoop:
             work = self.state.copy()
             work.release = {"release": release.canary(version, plan.champion, now, None).to_dict()}
             work.pending.append(effect("audit", action="monitor.release.requested", reason=reason,
-                                       details={"model_version": version, "champion_version": plan.champion}))
+                                       details={"model_version": version, "champion_version": plan.champion,
+                                                "incident": None}))
             work.pending.append(effect("release"))
             self.store.save(work)
             self.state = work

@@ -24,6 +24,24 @@ RETRAIN_TIMEOUT_S = 120.0
 logger = logging.getLogger(__name__)
 
 
+class MonitorStatus(dict):
+    """What :meth:`MonitorService.status` returns: a plain dict that notebooks show as a table."""
+
+    def _repr_html_(self) -> str:
+        from raysys.reprs import html_table
+
+        last = self.get("last_window") or {}
+        feedback = self.get("feedback") or {}
+        retrain = self.get("retrain") or {}
+        return html_table(f"Monitor of app {self.get('app')}", [
+            ("running", self.get("running")), ("windows closed", self.get("windows")),
+            ("last window", last.get("seq")), ("its rows", last.get("rows")), ("champion", last.get("champion")),
+            ("drifted", last.get("drifted")), ("labels matched", feedback.get("matched")),
+            ("open incidents", ", ".join(i.get("rule", "") for i in self.get("open_incidents") or []) or "none"),
+            ("retrain running", bool(retrain.get("running"))), ("release", (self.get("release") or {}).get("phase")),
+            ("last error", self.get("last_error"))])
+
+
 class MonitorService:
     """The monitoring layer's Python API (the CLI is a thin layer over it)."""
 
@@ -91,7 +109,7 @@ class MonitorService:
         from raysys.monitoring.incidents import read_incidents
 
         labels = (last or {}).get("labels") or {}
-        return {
+        return MonitorStatus({
             "app": self.app, "actor": self.name, "running": bool(live and live["running"]), "actor_status": live,
             "steps": state.steps, "windows": state.windows_closed, "last_error": state.last_error,
             "updated_at": state.updated_at,
@@ -103,13 +121,17 @@ class MonitorService:
             "open_incidents": read_incidents(self.storage, self.app, open_only=True),
             "retrain": {"running": state.retrain.get("running"), "last": state.retrain.get("last")},
             "release": state.release.get("release"),
-        }
+        })
 
     # ------------------------------------------------------------------ the other verbs
 
     def feedback(self, source: Any) -> dict[str, Any]:
         """Labels for logged predictions: a CSV/Parquet/JSONL path or records (the serving layer writes them)."""
         return self.system.serving.feedback(source)
+
+    def windows(self, last: int | None = None) -> list[dict[str, Any]]:
+        """Closed windows (traffic, live quality and drift per window), oldest first; the last ``last``."""
+        return self.store.windows(last)
 
     def alerts(self, open_only: bool = False) -> list[dict[str, Any]]:
         """The app's incidents, newest first (only the open ones with ``open_only``)."""
@@ -163,7 +185,7 @@ class MonitorService:
 
 def _unwrapped(call):
     """``call()``, with a user error raised in the actor re-raised as itself (one line, no remote traceback)."""
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import GetTimeoutError, RayTaskError
 
     try:
         return call()
@@ -171,3 +193,6 @@ def _unwrapped(call):
         if isinstance(error.cause, RaysysError):
             raise error.cause from None
         raise
+    except GetTimeoutError:
+        raise RaysysError("monitor: no answer from the monitor actor in time (it may be busy with a long step); "
+                          "check `raysys monitor status` and try again") from None

@@ -26,6 +26,7 @@ import yaml
 
 from raysys.audit import read_audit
 from raysys.errors import RaysysError
+from raysys.modeling.tracking import model_tag
 from raysys.monitoring.state import StateStore
 from tests.user_shell import BIN, clean_env
 
@@ -138,7 +139,8 @@ def test_the_actor_counts_windows_exports_metrics_survives_sigkill_and_stops(mon
     from tests.modeling.test_tracking import finished_records, of_type
 
     runs = [json.loads(p.read_text()) for p in Path(rs.storage.path("runs")).glob("monitor-*/run.json")]
-    assert runs and all("model:v1" in r["tags"] and r["status"] == "finished" for r in runs), runs
+    tag = model_tag(rs.models.name, 1)
+    assert runs and all(tag in r["tags"] and r["status"] == "finished" for r in runs), runs
     (log,) = Path(rs.storage.path("runs"), runs[0]["run_id"]).glob("wandb/offline-run-*/run-*.wandb")
     records = finished_records(log)
     assert of_type(records, "run")[0].run_group == "production" and of_type(records, "history")
