@@ -99,6 +99,7 @@ NAMES = {"fastapi": "bare FastAPI + uvicorn", "fastapi-freeze": "bare FastAPI + 
          "serve": "bare Ray Serve", "serve-batch": "bare Ray Serve", "serve-ingress": "bare Ray Serve + FastAPI ingress",
          "raysys": "raysys", "raysys-batch": "raysys"}
 GRACE_S = 10.0  # how long the client waits for answers still in flight after the window
+AUTH_ENV = "SERVE_BENCH_AUTHORIZATION"  # the client sends this Authorization header when set (auth_bench.py)
 
 
 def log(message: str) -> None:
@@ -493,7 +494,8 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
     url = urlsplit(args.url)
     host, port = url.hostname, url.port
     bodies = [json.dumps(b).encode() for b in json.loads(Path(args.bodies_file).read_text())]
-    requests = [(f"POST {url.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: {os.environ[AUTH_ENV]}\r\n" if os.environ.get(AUTH_ENV) else ""
+    requests = [(f"POST {url.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
                  f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
     n = args.concurrency
     latencies: list[float] = []
@@ -766,8 +768,12 @@ def run_level(args: argparse.Namespace, system: str, url: str, level: int, watch
     return result
 
 
-def run_system(args: argparse.Namespace, system: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    """One server subprocess, loaded at every concurrency level, then shut down."""
+def run_system(args: argparse.Namespace, system: str, bodies: list[dict[str, Any]],
+               before_level: Any = None) -> dict[str, Any]:
+    """One server subprocess, loaded at every concurrency level, then shut down.
+
+    ``before_level(index, url)``, if given, runs before each level (auth_bench.py turns keys on and off).
+    """
     from raysys.runtime import free_port
 
     port = free_port()
@@ -795,7 +801,9 @@ def run_system(args: argparse.Namespace, system: str, bodies: list[dict[str, Any
         watch.sample()
         result["idle_memory"] = watch.peak(time.time() - 0.5)
         load_start = time.time()
-        for level in args.levels:
+        for index, level in enumerate(args.levels):
+            if before_level is not None:
+                before_level(index, info["url"])
             result["levels"].append(run_level(args, system, info["url"], level, watch))
         result["peak_under_load"] = watch.peak(load_start)
     except Exception as error:  # noqa: BLE001 - reported in the table

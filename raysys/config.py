@@ -6,6 +6,7 @@ the file and the field path (``configs/x.yaml: data.source.path: field required`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import datetime
@@ -13,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from raysys.errors import ConfigError
 from raysys.secrets import remember_env
@@ -48,10 +58,17 @@ StorageName = Annotated[str, AfterValidator(_storage_name)]
 class ProjectConfig(Section):
     name: StorageName = "raysys"
     description: str = ""
+    intended_use: str = Field(
+        "Not stated: set project.intended_use to say who uses the model, for what decisions, on "
+        "which population, and where it must not be used.",
+        description="The intended use, as the model card states it (`raysys models card`).")
 
 
 class StorageConfig(Section):
     root: str = Field("./.raysys", description="Local path or any pyarrow.fs URI (s3://, gs://).")
+    shared: bool = Field(
+        False, description="The local path in storage.root is a mount every node of the Ray cluster sees (NFS, "
+                           "a shared disk). Without it raysys refuses a local root on a cluster of several nodes.")
 
 
 class RegistryConfig(Section):
@@ -437,6 +454,21 @@ class ServeConfig(Section):
         5.0, gt=0, description="How often each replica writes its request, failure and drop counts to "
                                "serving/<app>/replicas/ (read by `serve status`).")
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys on the HTTP API (`raysys keys`): auto = required once an unrevoked key "
+                            "exists; on = always (no key: only /healthz and /v2/health/* answer); off = never "
+                            "(`serve up` warns).")
+    auth_refresh_s: float = Field(2.0, gt=0, description="Replicas see created and revoked keys within this time.")
+    dashboard: bool = Field(True, description="The web dashboard at GET / (its data and admin actions need an "
+                                              "admin key when auth is on).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_yaml_words(cls, data: Any) -> Any:
+        """YAML reads a bare ``on``/``off`` as true/false: take them as the words meant."""
+        if isinstance(data, dict) and isinstance(data.get("auth"), bool):
+            return {**data, "auth": "on" if data["auth"] else "off"}
+        return data
 
 
 class WindowConfig(Section):
@@ -581,6 +613,133 @@ class MonitorConfig(Section):
         return self
 
 
+# --------------------------------------------------------------------------- decisions, explanations
+
+
+class DecisionRule(Section):
+    """One business rule: a score within ``[min, max)`` → ``action`` (a bound left out is open)."""
+
+    action: str = Field(description="The label this rule answers, e.g. approve, review, block.")
+    min: float | None = Field(None, description="Matches a score >= min.", allow_inf_nan=False)
+    max: float | None = Field(None, description="Matches a score < max.", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> DecisionRule:
+        if not self.action.strip():
+            raise ValueError("action: empty; name what the rule decides")
+        if self.min is None and self.max is None:
+            raise ValueError("set min or max (or both): a rule without a threshold always matches; "
+                             "use decisions.default for that")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        return self
+
+
+Rules = Annotated[list[DecisionRule], Field(min_length=1)]
+
+
+class DecisionSegments(Section):
+    """Per-segment rules: records whose ``column`` holds one of ``values`` use that value's rules."""
+
+    column: str = Field(description="A model input column (compared as categorical features are: as text).")
+    values: dict[str, Rules] = Field(min_length=1, description="Column value → its rules (instead of decisions.rules).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_keys(cls, data: Any) -> Any:
+        """YAML reads ``1:`` or ``true:`` as non-strings; a segment value is compared as text."""
+        if isinstance(data, dict) and isinstance(data.get("values"), dict):
+            data = {**data, "values": {(str(int(k)) if isinstance(k, float) and k.is_integer() else str(k)): v
+                                       for k, v in data["values"].items()}}
+        return data
+
+
+class DecisionsConfig(Section):
+    """Business rules applied after the model: the first rule whose thresholds hold decides."""
+
+    class_: str | int | None = Field(
+        None, alias="class", description="Classifiers: the class whose probability the rules compare (default for "
+                                         "binary: the positive class, the last in sorted order); regression rules "
+                                         "compare the predicted value.")
+    rules: list[DecisionRule] = Field(default_factory=list, description="In order; the first match wins.")
+    default: str = Field(description="The action when no rule matches.")
+    segment: DecisionSegments | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DecisionsConfig:
+        if not self.default.strip():
+            raise ValueError("default: empty; name the action when no rule matches")
+        for where, rules in self.rule_sets().items():
+            for index in range(1, len(rules)):
+                if _covered(rules[index], rules[:index]):
+                    raise ValueError(f"{where}[{index}]: never matches, the rules before it take every score it "
+                                     f"would (order rules from the most specific; the first match wins)")
+        return self
+
+    def rule_sets(self) -> dict[str, list[DecisionRule]]:
+        """Every rule list by its field path: ``rules`` and ``segment.values.<value>``."""
+        sets = {"rules": self.rules}
+        if self.segment is not None:
+            sets.update({f"segment.values.{value}": rules for value, rules in self.segment.values.items()})
+        return sets
+
+
+def _covered(rule: DecisionRule, earlier: list[DecisionRule]) -> bool:
+    """Whether the scores ``[min, max)`` of ``rule`` all fall into the earlier rules' ranges."""
+    reach = -math.inf if rule.min is None else rule.min
+    end = math.inf if rule.max is None else rule.max
+    for low, high in sorted((-math.inf if r.min is None else r.min, math.inf if r.max is None else r.max)
+                            for r in earlier):
+        if low > reach:
+            return False
+        reach = max(reach, high)
+        if reach >= end:
+            return True
+    return False
+
+
+def check_decisions(decisions: DecisionsConfig, data: DataConfig) -> None:
+    """The rules against the data section: probability ranges, the class, the segment column."""
+    columns = data.schema_.columns
+    if data.task in ("binary", "multiclass"):
+        for where, rules in decisions.rule_sets().items():
+            for index, rule in enumerate(rules):
+                for bound in ("min", "max"):
+                    value = getattr(rule, bound)
+                    if value is not None and not 0 <= value <= 1:
+                        raise ValueError(f"{where}[{index}].{bound}: {value:g} is not a probability (0..1); "
+                                         f"the rules of a {data.task} model compare class probabilities")
+        label = columns.get(data.label) if data.label else None
+        if decisions.class_ is None and data.task == "multiclass":
+            raise ValueError("class: required for a multiclass model (whose probability the rules compare)")
+        if decisions.class_ is not None and label is not None and label.allowed is not None \
+                and str(decisions.class_) not in {str(v) for v in label.allowed}:
+            raise ValueError(f"class: {decisions.class_!r} is not a class of {data.label} "
+                             f"({', '.join(map(str, label.allowed))})")
+    elif decisions.class_ is not None:
+        raise ValueError(f"class: a {data.task or 'model without data.task'} has no classes; "
+                         "its rules compare the predicted value")
+    segment = decisions.segment
+    if segment is not None:
+        if segment.column == data.label:
+            raise ValueError(f"segment.column: '{segment.column}' is the label, unknown when predicting")
+        if columns and segment.column not in columns:
+            raise ValueError(f"segment.column: no column '{segment.column}' in data.schema.columns")
+
+
+class ExplainConfig(Section):
+    """Per-prediction attributions (``"explain": true`` on /v1/predict) and global importance."""
+
+    method: Literal["integrated_gradients", "gradient_x_input"] = Field(
+        "integrated_gradients", description="Attribution of the output to the preprocessed features, summed back "
+                                            "to raw input columns.")
+    steps: int = Field(32, ge=1, le=1024, description="Integrated gradients: points on the path from the baseline.")
+    permutation_repeats: int = Field(
+        3, ge=0, description="Shuffles per input column for the permutation importance computed at training "
+                             "(registered as importance.json); 0 turns it off.")
+    importance_rows: int = Field(5000, ge=10, description="Rows of the validation split it uses (at most).")
+
+
 # --------------------------------------------------------------------------- the whole system
 
 
@@ -598,6 +757,15 @@ class SystemConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    decisions: DecisionsConfig | None = Field(None, description="Business rules applied after the model.")
+    explain: ExplainConfig = ExplainConfig()
+
+    @field_validator("decisions")
+    @classmethod
+    def _decisions_fit_the_data(cls, decisions: DecisionsConfig | None, info: ValidationInfo) -> DecisionsConfig | None:
+        if decisions is not None and "data" in info.data:  # data is validated first (declared before)
+            check_decisions(decisions, info.data["data"])
+        return decisions
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

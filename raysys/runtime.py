@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysys.config import RayConfig
-from raysys.errors import RaysysError, SourceError
+from raysys.config import RayConfig, StorageConfig
+from raysys.errors import ConfigError, RaysysError, SourceError
 from raysys.haproxy import EVERY_INTERFACE, private_haproxy, stop_haproxy
 from raysys.secrets import mask_text
 
 
-def ensure_ray(cfg: RayConfig) -> None:
+def ensure_ray(cfg: RayConfig, storage: StorageConfig | None = None) -> None:
     """Start or join Ray unless this process is already connected.
 
     ``ray.address`` (or ``$RAY_ADDRESS``) joins a running cluster ("auto" finds one started with
     ``ray start``) the way it expects (:func:`join_ray`); otherwise a fresh local Ray sized by
     ``ray.num_cpus`` starts, so a command never attaches to some other local Ray by accident.
+    A joined cluster of several nodes must share the storage root (:func:`check_cluster_storage`).
     The dashboard is kept on: Ray Train's placement-group cleaner and Serve's status use the
     State API it serves, and without it a Tune trial's finished Train run keeps its CPUs
     reserved (ray-project/ray#54305).
@@ -40,6 +41,7 @@ def ensure_ray(cfg: RayConfig) -> None:
     quiet = {"logging_level": "ERROR", "log_to_driver": False} if _QUIET else {"logging_level": "WARNING"}
     if address:
         join_ray(address, **quiet)
+        check_cluster_storage(storage)
     else:
         start_local_ray(cfg, **quiet)
     if _QUIET:
@@ -118,11 +120,51 @@ def join_ray(address: str, token_path: str | None = None, **options: Any) -> Non
     from raysys.ray_compat import cluster_requires_token, loopback_node_ip, use_client_auth
 
     gcs = _gcs_address(address)
+    if gcs and not port_open(gcs):
+        raise RaysysError(f"no Ray cluster answers at {address} (from --address, ray.address or $RAY_ADDRESS): "
+                          "check the address, or that the cluster is up")
     needs_token = cluster_requires_token(gcs) if gcs else None
     if needs_token is not None:
         use_client_auth(needs_token, _client_token_file(gcs, token_path) if needs_token else None)
     with loopback_node_ip(gcs is not None and is_loopback(gcs.rsplit(":", 1)[0].strip("[]"))):
         ray.init(address=gcs or address, **options)
+
+
+def port_open(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts TCP connections at ``address`` (host:port, IPv6 hosts in brackets)."""
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def local_storage_problem(root: str, shared: bool, alive_nodes: int) -> str | None:
+    """Why ``storage.root`` cannot hold the state of a cluster of ``alive_nodes`` nodes; None when it can.
+
+    A local path is each node's own disk, unless ``storage.shared`` says it is a mount every node sees.
+    """
+    local = "://" not in root or root.startswith("file://")
+    if shared or not local or alive_nodes < 2:
+        return None
+    return (f"storage.root is the local path '{root}' and the Ray cluster has {alive_nodes} nodes, which would each "
+            "write their own copy: set storage.root to shared storage (s3://…, gs://…), or set storage.shared: true "
+            "if that path is a mount every node sees")
+
+
+def check_cluster_storage(storage: StorageConfig | None) -> None:
+    """Refuse (ConfigError) a local ``storage.root`` on the multi-node cluster this process is connected to."""
+    import ray
+
+    if storage is None:
+        return
+    alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+    problem = local_storage_problem(storage.root, storage.shared, alive)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _gcs_address(address: str) -> str | None:

@@ -39,6 +39,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _PAIR_IN_TEXT = re.compile(r"\b([A-Za-z_][\w.-]*)=([^\s&'\",;)]+)")
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_API_KEY = re.compile(r"\brsk_[0-9a-f]{8}_[A-Za-z0-9_-]{8,}")  # raysys API keys (raysys.access)
 _SA_USERINFO = re.compile(r"([^:/?#@\s]*):([^@\s]*)@")  # SQLAlchemy: a password ends at the 1st @
 _BARE_USERINFO = re.compile(r"([^\s:/@]*:)([^\s@/]*)@")  # u:pw@host in a string that is no URL
 _HTTP_SCHEMES = {"http", "https", "ws", "wss"}
@@ -149,7 +150,7 @@ def mask_text(text: str, extra: Iterable[str] = ()) -> str:
     text = _PAIR_IN_TEXT.sub(
         lambda m: f"{m.group(1)}={MASK}" if looks_secret(m.group(1)) else m.group(0), text
     )
-    return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    return _API_KEY.sub(MASK, _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text))
 
 
 def _scrub(text: str, values: set[str]) -> str:

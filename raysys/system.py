@@ -11,6 +11,8 @@ from raysys.data.service import DataService
 from raysys.maintenance import DEFAULT_OLDER_THAN_S, GcReport, collect_garbage
 from raysys.storage import Storage
 
+DASHBOARD = "raysys.app.dashboard.routes:install"  # imported by the serving replicas, not here
+
 
 class System:
     """The facade over every layer, built from one validated config."""
@@ -46,6 +48,8 @@ class System:
         from raysys.serving.service import ServingService
 
         service = ServingService(self.config, self.storage, self.models)
+        if self.config.serve.dashboard:  # the replicas install the dashboard's routes (raysys.app)
+            service.extensions.append(DASHBOARD)
         if self.config.monitor.enabled:  # serve up starts the monitor, serve down stops it
             service.companions.append(_Lazy(lambda: self.monitor))
         return service
@@ -56,6 +60,19 @@ class System:
         from raysys.monitoring.service import MonitorService
 
         return MonitorService(self.config, self.storage, self)
+
+    @cached_property
+    def keys(self):
+        """API keys of the HTTP API: create (shown once), list, revoke (``raysys keys``)."""
+        from raysys.access import KeyStore
+
+        return KeyStore(self.storage)
+
+    def card(self, version: str = "champion"):
+        """The model card of a registered version (``raysys models card``): ``.markdown``, ``.data``."""
+        from raysys.app.card import model_card
+
+        return model_card(self, version)
 
     def gc(self, older_than_s: float = DEFAULT_OLDER_THAN_S, dry_run: bool = False) -> GcReport:
         """Remove staging and unpublished files that crashed writers left (``raysys gc``)."""

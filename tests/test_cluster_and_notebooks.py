@@ -1,13 +1,10 @@
-"""cluster/ and notebooks/: the cluster definitions are valid and consistent, the notebook runs."""
+"""cluster/: the cluster definitions are valid and consistent (the notebook: tests/test_notebook.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -26,7 +23,7 @@ CLUSTER = ROOT / "cluster"
 LAUNCHER = CLUSTER / "ray-cluster.yaml"
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
-NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+RAYSERVICE = CLUSTER / "kuberay" / "rayservice.yaml"
 
 
 def ray_pin() -> str:
@@ -102,9 +99,12 @@ def test_launcher_config_shape():
 
 
 def test_kuberay_manifests_are_consistent():
-    cluster, job = load_yaml(RAYCLUSTER), load_yaml(RAYJOB)
+    cluster, job, service = load_yaml(RAYCLUSTER), load_yaml(RAYJOB), load_yaml(RAYSERVICE)
     assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    for manifest in (cluster, job, service):
+        assert manifest["metadata"]["name"] and manifest["spec"]
 
     base = (CLUSTER / "Dockerfile").read_text()
     from_line = next(line for line in base.splitlines() if line.startswith("FROM "))
@@ -112,7 +112,7 @@ def test_kuberay_manifests_are_consistent():
     assert ray.__version__.startswith(pin + ".")
     assert from_line == f"FROM rayproject/ray:{pin}.0-py311-cpu"
 
-    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
+    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"], service["spec"]["rayClusterConfig"]):
         assert spec["rayVersion"].startswith(pin + ".")
         assert spec["enableInTreeAutoscaling"] is True
         assert spec["authOptions"] == {"mode": "token"}
@@ -132,7 +132,7 @@ def test_kuberay_manifests_are_consistent():
 def test_rayjob_entrypoint_is_a_raysys_command():
     spec = load_yaml(RAYJOB)["spec"]
     argv = shlex.split(spec["entrypoint"])
-    assert argv == ["raysys", "data", "ingest", "-c", "configs/quickstart.yaml", "--json"]
+    assert argv == ["raysys", "run", "-c", "configs/quickstart.yaml", "--json"]  # the whole pipeline
 
     result = CliRunner().invoke(app, [*argv[1:], "--help"])
     assert result.exit_code == 0, result.output
@@ -143,42 +143,31 @@ def test_rayjob_entrypoint_is_a_raysys_command():
     RuntimeEnv(**runtime_env)  # Ray accepts it
 
 
-# --------------------------------------------------------------------------- notebook
+def test_rayservice_is_what_serve_build_writes_and_serve_accepts(tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    from raysys.serving.build import IMPORT_PATH
+
+    result = CliRunner().invoke(app, ["serve", "build", "-c", str(ROOT / "configs" / "quickstart.yaml"),
+                                      "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert load_yaml(RAYSERVICE) == load_yaml(tmp_path / "rayservice.yaml")  # regenerated, not hand-edited
+
+    for serve_config in (yaml.safe_load(load_yaml(RAYSERVICE)["spec"]["serveConfigV2"]),
+                         load_yaml(tmp_path / "serve.yaml")):
+        schema = ServeDeploySchema.model_validate(serve_config)  # Serve's own schema of `serve deploy` files
+        (application,) = schema.applications
+        assert application.import_path == IMPORT_PATH
+        assert application.args["config"]["storage"]["root"] == "${RAYSYS_STORAGE_ROOT:-./.raysys}"  # unexpanded
+    module, function = IMPORT_PATH.split(":")
+    assert callable(getattr(__import__(module, fromlist=[function]), function))
+    assert schema.http_options.host == "127.0.0.1"  # serve.yaml keeps the config's host
 
 
-def notebook_cells(kind: str) -> list[str]:
-    notebook = json.loads(NOTEBOOK.read_text())
-    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == kind]
-
-
-def test_quickstart_notebook_is_clean():
-    notebook = json.loads(NOTEBOOK.read_text())
-    assert notebook["nbformat"] == 4
-    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
-    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    assert len(notebook_cells("markdown")) >= len(code) // 2
-    source = "\n".join(notebook_cells("code"))
-    assert "tempfile.mkdtemp" in source and "./.raysys" not in source
-
-
-def test_quickstart_notebook_runs(ray_session, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    namespace: dict = {"__name__": "__main__"}
-    try:
-        for index, source in enumerate(notebook_cells("code")):
-            code = compile(source, f"{NOTEBOOK.name}[code cell {index}]", "exec")
-            exec(code, namespace)  # noqa: S102 -- running the notebook is the test
-
-        root = namespace["config"].storage.root
-        assert os.path.realpath(root).startswith(os.path.realpath(tempfile.gettempdir()))
-        assert namespace["ingested"].report["quarantined"] > 0
-        assert len(namespace["quarantine"]) == namespace["ingested"].report["quarantined"]
-        assert len(namespace["rs"].data.versions()) == 2
-        assert namespace["diff"]["rows"]["new"] > namespace["diff"]["rows"]["old"]
-
-        features = namespace["test_features"]
-        assert len(features) == namespace["counts"]["test"] > 0
-        assert list(features.columns) == namespace["artifact"].state.output_columns
-    finally:
-        if "config" in namespace:
-            shutil.rmtree(namespace["config"].storage.root, ignore_errors=True)
+def test_serve_build_refuses_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**load_yaml(ROOT / "configs" / "quickstart.yaml"), "serve": {"port": "x"}}))
+    result = CliRunner().invoke(app, ["serve", "build", "-c", str(bad), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "serve.port" in result.output
+    assert not (tmp_path / "out").exists()

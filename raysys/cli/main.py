@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 import raysys
-from raysys.cli import data, feedback, maintenance, models, serving
+from raysys.cli import data, feedback, keys, maintenance, models, serving
 from raysys.cli import monitoring as monitor_cli
 from raysys.cli.audit import alerts_app
 from raysys.cli.audit import audit as audit_command
@@ -39,6 +39,7 @@ app.command()(monitor_cli.retrain)
 app.add_typer(alerts_app, name="alerts")
 app.command("audit")(audit_command)
 app.command()(demo)
+app.add_typer(keys.keys_app, name="keys")
 
 
 def _print_version(requested: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -84,8 +85,10 @@ def show_model(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One registered version: metrics, lineage, aliases."""
-    emit(system(config).models.show(version).to_dict(), as_json, _render_model)
+    """One registered version: metrics, lineage, aliases, permutation importance."""
+    models = system(config).models
+    shown = models.show(version)
+    emit({**shown.to_dict(), "importance": models.importance(str(shown.version))}, as_json, _render_model)
 
 
 @models_app.command("promote")
@@ -100,6 +103,29 @@ def promote(
     """Move an alias to a version (recorded with who, when and why)."""
     move = system(config).models.promote(version, alias, getpass.getuser(), reason)
     emit(move.to_dict(), as_json, lambda m: out_console.print(f"{m['alias']} → v{m['to_version']} (was {m['from_version']})"))
+
+
+@models_app.command("card")
+@handle_errors
+def card(
+    version: Annotated[str, typer.Argument(help="Version number, 'latest' or an alias.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the Markdown here (default: stdout).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A Markdown model card: intended use, data, metrics, training, production history, releases."""
+    rs = system(config)
+    with progress(f"Writing the model card of {version} (evaluating it on its test split)…", as_json):
+        model_card = rs.card(version)
+    written = str(model_card.write(output)) if output is not None else None
+
+    def render(data: dict[str, Any]) -> None:
+        if written is None:
+            typer.echo(model_card.markdown, nl=False)
+        else:
+            out_console.print(f"model card of {data['model']['name']} v{data['model']['version']} written to {written}")
+
+    emit({**model_card.data, "written_to": written}, as_json, render)
 
 
 @runs_app.command("list")

@@ -1,4 +1,4 @@
-"""The serving commands: ``raysys serve up|status|down``, ``deploy``, ``rollback``, ``predict``."""
+"""The serving commands: ``raysys serve up|status|down|build``, ``deploy``, ``rollback``, ``predict``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,21 @@ def status(address: AddressOption = None, config: ConfigOption = None, as_json: 
 def down(address: AddressOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Remove the model server (and the local Ray that `serve up` started, if any)."""
     emit(system(config).serving.down(address), as_json, lambda r: out_console.print(f"{r['app']}: deleted"))
+
+
+@serve_app.command("build")
+@handle_errors
+def build(
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for serve.yaml and rayservice.yaml.")] = ".",
+    image: Annotated[str | None, typer.Option("--image", help="Image of the RayService's pods.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a Serve config (for `serve deploy`) and a KubeRay RayService manifest from the config."""
+    from raysys.serving.build import build as build_files
+
+    emit(build_files(config, output, image), as_json, lambda r: out_console.print(
+        f"{r['app']}: {r['serve_config']} (serve deploy), {r['rayservice']} (kubectl apply)"))
 
 
 @handle_errors

@@ -101,6 +101,15 @@ class Manifest:
         """Rebuild from the JSON form."""
         return cls(**data)
 
+    def _repr_html_(self) -> str:
+        from raysys.reprs import html_table
+
+        columns = ", ".join(f"{name} ({kind})" for name, kind in self.schema.items())
+        return html_table(f"Dataset {self.name} @ {self.version}", [
+            ("version", self.version), ("created", self.created_at), ("rows read", self.rows_read),
+            ("rows accepted", self.row_count), ("rows quarantined", self.quarantined_count),
+            ("source", self.source.get("kind")), ("parent", self.parent), ("columns", columns)])
+
     def summary(self) -> dict[str, Any]:
         """The short form shown by ``raysys data versions``."""
         return {

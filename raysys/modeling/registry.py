@@ -64,6 +64,14 @@ class ModelVersion(_Record):
     aliases: list[str] = field(default_factory=list)
     uri: str = ""
 
+    def _repr_html_(self) -> str:
+        from raysys.reprs import html_table
+
+        lineage = [(key, self.lineage.get(key)) for key in ("dataset_version", "run_id", "features")]
+        metrics = [(name, value) for name, value in self.metrics.items() if isinstance(value, (int, float))]
+        return html_table(f"Model {self.name} v{self.version}", [
+            ("aliases", ", ".join(self.aliases) or None), ("created", self.created_at), *lineage, *metrics])
+
 
 @dataclass
 class AliasMove(_Record):

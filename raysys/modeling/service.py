@@ -75,7 +75,7 @@ class ModelService:
         which case ``tune_run`` names the search in the model's lineage); ``lineage`` adds to the
         registered lineage (e.g. a retrain's trigger and parent versions).
         """
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
         artifact = self.data.fit_features(manifest.version)
@@ -93,6 +93,7 @@ class ModelService:
                 run.log(row, step=row.get("step"))
             files = model_files(spec, artifact.state, output.weights)
             evaluation = self.evaluate_files(files, manifest.version, "test")
+            files.update(self._importance(files, manifest.version))
             version = self.registry.register(
                 self.name, files, metrics=evaluation["metrics"],
                 lineage={**self._lineage(manifest, artifact, run.run_id, tune_run), **(lineage or {})}, params={"model": spec.model, "train": spec.train},
@@ -102,6 +103,19 @@ class ModelService:
             run.summary({f"test_{k}": v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))})
         return TrainResult(version, run.run_id, evaluation, output.history, output.resumed_from_checkpoint,
                            self._promote_if_first(version, evaluation, task))
+
+    def _importance(self, files: dict[str, bytes], ref: str) -> dict[str, bytes]:
+        """``importance.json``: permutation importance on the validation split (none if off or empty)."""
+        from raysys.modeling.explain import IMPORTANCE, permutation_importance
+
+        cfg = self.config.explain
+        if not cfg.permutation_repeats:
+            return {}
+        frame = self.data.read(ref, split="val").limit(cfg.importance_rows).to_pandas()
+        if frame.empty:
+            return {}
+        result = permutation_importance(LoadedModel(files), frame, cfg.permutation_repeats, self.config.train.seed)
+        return {IMPORTANCE: json.dumps({"split": "val", "dataset_version": ref, **result}, indent=2).encode()}
 
     def _promote_if_first(self, version: ModelVersion, evaluation: dict[str, Any], task: str) -> dict[str, Any] | None:
         """With no champion yet (and ``train.promote_first``), make ``version`` the champion if it beats
@@ -167,7 +181,7 @@ class ModelService:
         """Search the configured space with Ray Tune, then retrain the best trial and register it."""
         from raysys.modeling.tune import run_search
 
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
         artifact = self.data.fit_features(manifest.version)
@@ -189,7 +203,7 @@ class ModelService:
 
     def evaluate(self, model: str = "latest", ref: str | None = None, split: str = "test") -> dict[str, Any]:
         """Metrics, the trivial baseline and slice metrics of a registered model on a split."""
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         version = self.registry.get(self.name, model)
         files = self.registry.load_files(version)
         dataset_version = ref or version.lineage.get("dataset_version", "latest")
@@ -221,7 +235,7 @@ class ModelService:
         """k-fold cross-validation of the configured model, folds in parallel on Ray."""
         from raysys.modeling.crossval import cross_validate
 
-        ensure_ray(self.config.ray)
+        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
         frame = self.data.read(manifest.version).to_pandas()
@@ -255,6 +269,17 @@ class ModelService:
         """Move an alias (champion, challenger, …) to a version."""
         version = self.registry.get(self.name, ref)
         return self.registry.set_alias(self.name, alias, version.version, actor=actor, reason=reason)
+
+    def importance(self, ref: str) -> dict[str, Any] | None:
+        """A version's permutation importance (``importance.json``, computed at training); None if it has none."""
+        from raysys.modeling.explain import IMPORTANCE
+        from raysys.modeling.registry import read_artifacts
+
+        version = self.registry.get(self.name, ref)
+        if IMPORTANCE not in version.files:
+            return None
+        files = read_artifacts(self.storage, self.name, version.version, {IMPORTANCE: version.files[IMPORTANCE]})
+        return json.loads(files[IMPORTANCE])  # its checksum verified
 
     def load(self, ref: str = "champion") -> LoadedModel:
         """A registered model ready to predict on raw rows."""

@@ -13,6 +13,9 @@ W&B (``tracking.wandb``) is imported only when enabled. It runs online only when
 login. Its files go to ``<root>/runs/<run_id>/wandb/`` on a local root (offline runs as
 ``offline-run-<time>-<run_id>/run-<run_id>.wandb``, for ``wandb sync``), else to a temporary
 directory that is kept. If W&B fails to start, a warning is logged and the local record goes on.
+Every run of one project logs to one W&B project, grouped by stage (:data:`GROUPS`; the monitor's
+runs are ``production``), named by run id, and a run about a model version carries its
+:func:`model_tag`, so a workspace filtered on that tag shows the version from training to production.
 
 Callers create runs on rank 0 only (:func:`is_rank_zero`), never in every Ray Train worker.
 """
@@ -48,6 +51,13 @@ RUNS_DIR = "runs"
 REMOTE_FLUSH_EVERY = 50
 WANDB_INIT_TIMEOUT_S = 60.0
 _KIND = re.compile(r"^[a-z][a-z0-9_-]*$")
+GROUPS = {"train": "training", "tune": "tuning", "evaluate": "evaluation", "crossval": "evaluation"}
+"""The W&B group of each run kind (the monitor's runs are group ``production``)."""
+
+
+def model_tag(name: str, version: int) -> str:
+    """The tag of every run about one model version, training to production: ``model:<name>:v<N>``."""
+    return f"model:{name}:v{int(version)}"
 
 
 def is_rank_zero() -> bool:
@@ -130,8 +140,19 @@ class Run:
             self._wandb.summary.update(values)
         self.flush()
 
+    def add_tags(self, *tags: str) -> None:
+        """Add tags (in run.json and W&B) that the run does not have yet."""
+        new = [tag for tag in mask_values(list(tags)) if tag not in self.record["tags"]]
+        if not new:
+            return
+        self.record["tags"] = [*self.record["tags"], *new]
+        if self._wandb is not None:
+            self._wandb.tags = tuple(self.record["tags"])
+        self.flush()
+
     def reference_model(self, name: str, version: int, uri: str) -> None:
-        """Record the model version this run produced or used (a W&B artifact reference)."""
+        """Record the model version this run produced or used (a W&B artifact reference and its tag)."""
+        self.add_tags(model_tag(name, version))
         self.record["model"] = {"name": name, "version": int(version), "uri": uri}
         if self._wandb is not None:  # an artifact *reference*: the weights are not uploaded
             import wandb
@@ -170,7 +191,7 @@ class Run:
         if self._file is not None:
             self._file.close()
 
-    def _start_wandb(self, tracking: TrackingConfig, project: str) -> None:
+    def _start_wandb(self, tracking: TrackingConfig, project: str, group: str) -> None:
         """Start the W&B run (offline unless an API key is set); never prompts or hangs."""
         import wandb
 
@@ -180,7 +201,7 @@ class Run:
         try:
             self._wandb = wandb.init(
                 project=tracking.project or project, entity=tracking.entity,
-                config=self.config, job_type=self.kind, name=self.run_id, id=self.run_id,
+                config=self.config, job_type=self.kind, group=group, name=self.run_id, id=self.run_id,
                 tags=self.record["tags"] or None, dir=root, mode=mode, settings=settings,
             )
         except Exception as error:  # noqa: BLE001 - tracking must not stop the work
@@ -194,9 +215,12 @@ class Run:
 
 def start_run(
     storage: Storage, tracking: TrackingConfig, project: str, kind: str, config: dict,
-    dataset_version: str | None = None, tags: list[str] | None = None,
+    dataset_version: str | None = None, tags: list[str] | None = None, group: str | None = None,
 ) -> Run:
     """Start a tracked run (call on rank 0 only) and write its first record.
+
+    ``group`` is its W&B group (default: :data:`GROUPS` by kind), so one W&B project shows each
+    model from training (``training``, ``tuning``, ``evaluation``) to ``production``.
 
     The config is recorded (in ``run.json`` and W&B) with its secrets masked
     (:func:`raysys.secrets.mask_config`), so every caller is covered.
@@ -207,14 +231,15 @@ def start_run(
     run_id = f"{kind}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
     config = mask_config(config)
     record = {
-        "run_id": run_id, "kind": kind, "project": project, "status": "running",
+        "run_id": run_id, "kind": kind, "project": project, "group": group or GROUPS.get(kind, kind),
+        "status": "running",
         "config": config, "tags": mask_values(list(tags or [])), "dataset_version": dataset_version,
         "started_at": started.isoformat(timespec="milliseconds"), "ended_at": None,
         "summary": {}, "model": None, "error": None, "wandb": None,
     }
     run = Run(storage, kind, config, record)
     if tracking.wandb:
-        run._start_wandb(tracking, project)
+        run._start_wandb(tracking, project, record["group"])
     run.flush()
     return run
 

@@ -13,12 +13,12 @@ version; Ray's metrics agent exports them on the node's metrics port (``ray.node
 
 :class:`WandbExporter` logs each window to one W&B run per serving champion (offline unless
 ``WANDB_API_KEY`` is set; :mod:`raysys.modeling.tracking`), in the project's W&B project, group
-``production``, job type ``monitor``, tagged ``model:v<champion>``, step = window number.
+``production``, job type ``monitor``, tagged ``model:<name>:v<N>`` for the champion and every
+version that served in a window (as the training run of that version is), step = window number.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -124,18 +124,20 @@ class WandbExporter:
         """Log one closed window (a new run when the champion changed)."""
         if self.run is None or summary.get("champion") != self.champion:
             self._start(app, summary.get("champion"))
+        from raysys.modeling.tracking import model_tag
+
+        self.run.add_tags(*(model_tag(self.system.models.name, v) for v in summary.get("versions") or {}))
         self.run.log(flat_window(summary, open_incidents), step=int(summary["seq"]))
 
     def _start(self, app: str, champion: int | None) -> None:
-        from raysys.modeling.tracking import start_run
+        from raysys.modeling.tracking import model_tag, start_run
 
         self.close()
         cfg = self.system.config
-        os.environ["WANDB_RUN_GROUP"] = GROUP  # W&B's own variable: start_run has no group argument
         self.run = start_run(self.system.storage, cfg.tracking.model_copy(update={"wandb": cfg.monitor.wandb
                                                                                    and cfg.tracking.wandb}),
                              cfg.project.name, "monitor", {"app": app, "monitor": cfg.monitor.model_dump(mode="json")},
-                             tags=[f"model:v{champion}", f"app:{app}", GROUP])
+                             tags=[model_tag(self.system.models.name, champion), f"app:{app}", GROUP], group=GROUP)
         self.champion = champion
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ by its Content-Length before reading when it has one).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 import raysys
-from raysys.serving import oip_binary, payloads
+from raysys.serving import auth, oip_binary, payloads
 from raysys.serving.feedback import FeedbackItem, LabelSpace, parse_feedback
 from raysys.serving.payloads import RequestError
 
@@ -39,6 +40,14 @@ class PredictResponse(BaseModel):
     predictions: list[Any] = Field(description="Class labels, or values for regression.")
     probabilities: list[list[float]] | None = Field(None, description="Per record, per class (classifiers).")
     classes: list[Any] | None = None
+    decisions: list[str] | None = Field(None, description="Per record, the action of the decision rules "
+                                                          "(only when the deployment has rules: `decisions`).")
+    explanations: list[dict[str, float]] | None = Field(
+        None, description="With `\"explain\": true`: per record, raw input column → its attribution to the "
+                          "explained output (P(positive class), P(predicted class), or the value).")
+    explanation_baselines: list[float] | None = Field(
+        None, description="With `\"explain\": true`: per record, the explained output of the baseline; with "
+                          "integrated gradients a record's attributions sum to its output minus this.")
 
 
 class FeedbackResponse(BaseModel):
@@ -59,23 +68,24 @@ def build_api(server: ModelServer) -> FastAPI:
         plan = server.plan
         return {"status": "ok", "model": server.name, "versions": plan.versions, "plan": plan.to_dict()}
 
-    @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"],
-              responses={400: {"description": "Malformed JSON"},
+    @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"], openapi_extra=auth.documented("predict"),
+              responses={**auth.RESPONSES, 400: {"description": "Malformed JSON"},
                          413: {"description": "Too many records, or a body over serve.max_body_bytes"},
                          422: {"description": "A field is missing, unknown, of the wrong type, out of range, or "
                                               "breaks a schema rule (serve.input_checks: reject)"}})
     async def predict(request: Request) -> JSONResponse:
         """Predict one record or many; the answer names the model version that answered."""
+        await server.guard.check(request, "predict")
         body, served = payloads.load_json(await _body(request, server.max_body_bytes)), server.served
         rows, key = payloads.parse_records(body, served.signature, server.max_records, **_limits(app, server, served))
         request_id = _request_id(request, None, server.max_string_chars)
-        version, answer = await server.predict(rows, key, request_id, served)
+        version, answer = await server.predict(rows, key, request_id, served, explain=body.get("explain") is True)
         # a Response skips FastAPI's re-validation of the answer; response_model still documents it
         return JSONResponse({"request_id": request_id, "model": server.name, "model_version": version, **answer})
 
     @app.post("/v1/feedback", status_code=202, response_model=FeedbackResponse, tags=["feedback"],
-              openapi_extra={"requestBody": _feedback_body()},
-              responses={400: {"description": "Malformed JSON"},
+              openapi_extra={"requestBody": _feedback_body(), **auth.documented("feedback")},
+              responses={**auth.RESPONSES, 400: {"description": "Malformed JSON"},
                          413: {"description": "More labels than serve.max_records, or a body over "
                                               "serve.max_body_bytes"},
                          422: {"description": "A field is missing, unknown or of the wrong type, or a label "
@@ -83,6 +93,7 @@ def build_api(server: ModelServer) -> FastAPI:
     async def feedback(request: Request) -> JSONResponse:
         """Labels for answered requests (delayed ground truth): one or a list, written to
         ``logs/feedback/`` off the request path and joined to the predictions by the monitor."""
+        await server.guard.check(request, "feedback")
         body = payloads.load_json(await _body(request, server.max_body_bytes))
         labels = parse_feedback(body, _label_space(app, server.served), server.max_records,
                                 server.max_string_chars, datetime.now(timezone.utc))
@@ -101,26 +112,33 @@ def build_api(server: ModelServer) -> FastAPI:
     async def ready() -> dict[str, bool]:
         return {"ready": server.plan is not None}
 
-    @app.get("/v2/models/{name}", tags=["open inference protocol"])
-    async def model_metadata(name: str) -> dict[str, Any]:
+    @app.get("/v2/models/{name}", tags=["open inference protocol"], openapi_extra=auth.documented("predict"),
+             responses=auth.RESPONSES)
+    async def model_metadata(name: str, request: Request) -> dict[str, Any]:
+        await server.guard.check(request, "predict")
         model, served = _model(server, name), server.served
-        return payloads.oip_metadata(name, served.plan.versions, served.signature, model.task)
+        return payloads.oip_metadata(name, served.plan.versions, served.signature, model.task,
+                                     served.rules is not None)
 
-    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
-    async def model_ready(name: str) -> dict[str, Any]:
+    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"], openapi_extra=auth.documented("predict"),
+             responses=auth.RESPONSES)
+    async def model_ready(name: str, request: Request) -> dict[str, Any]:
+        await server.guard.check(request, "predict")
         _model(server, name)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", tags=["open inference protocol"])
+    @app.post("/v2/models/{name}/infer", tags=["open inference protocol"], openapi_extra=auth.documented("predict"),
+              responses=auth.RESPONSES)
     async def infer(name: str, request: Request) -> Response:
         """Open Inference Protocol infer: columnar input tensors, one per model input, in JSON or
         binary (the binary tensor data extension, ``Inference-Header-Content-Length``)."""
+        await server.guard.check(request, "predict")
         model = _model(server, name)
         raw, served = await _body(request, server.max_body_bytes), server.served
         body = oip_binary.read_request(raw, request.headers.get(oip_binary.HEADER), server.max_records)
         rows, request_id, key = payloads.parse_oip(body, served.signature, server.max_records,
                                                    **_limits(app, server, served))
-        requested = oip_binary.requested_outputs(body, payloads.oip_output_names(model.task))
+        requested = oip_binary.requested_outputs(body, payloads.oip_output_names(model.task, served.rules is not None))
         request_id = _request_id(request, request_id, server.max_string_chars)
         version, answer = await server.predict(rows, key, request_id, served)
         response = payloads.oip_response(name, version, request_id, answer)
@@ -131,7 +149,15 @@ def build_api(server: ModelServer) -> FastAPI:
         return Response(content, media_type="application/octet-stream",
                         headers={oip_binary.HEADER: str(header_length)})
 
+    for target in server.settings.get("extensions", ()):  # e.g. the dashboard: "module:install"
+        _extension(target)(app, server)
     return app
+
+
+def _extension(target: str):
+    """The ``install(app, server)`` function named by a ``"module:function"`` import string."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _document_requests(app: FastAPI, server: ModelServer) -> None:
@@ -148,6 +174,7 @@ def _document_requests(app: FastAPI, server: ModelServer) -> None:
             schema = payloads.request_model(served.signature, server.max_records, False, limits["max_string_chars"],
                                             limits["ranges"]).model_json_schema(ref_template="#/components/schemas/{model}")
             spec.setdefault("components", {}).setdefault("schemas", {}).update(schema.pop("$defs", {}))
+            spec["components"]["securitySchemes"] = auth.security_scheme()
             spec["paths"]["/v1/predict"]["post"]["requestBody"] = {
                 "required": True, "content": {"application/json": {"schema": schema}}}
             app.state.documented, app.openapi_schema = served, spec
@@ -217,7 +244,7 @@ def _request_id(request: Request, given: str | None, max_chars: int) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception) -> JSONResponse:  # a fault of ours, not the client's

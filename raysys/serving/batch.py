@@ -13,6 +13,7 @@ import pandas as pd
 
 from raysys.errors import RaysysError
 from raysys.modeling.predict import LoadedModel
+from raysys.serving.decisions import DecisionRules
 
 READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".jsonl": "read_json",
            ".json": "read_json"}
@@ -20,17 +21,20 @@ ACTOR_CPUS = 0.5
 
 
 class RawBatchPredictor:
-    """A Ray Data callable class: one model per actor; each batch → id/inputs + predictions."""
+    """A Ray Data callable class: one model per actor; each batch → id/inputs + predictions (+ decisions)."""
 
-    def __init__(self, files: dict[str, bytes], version: int, keep: list[str]):
+    def __init__(self, files: dict[str, bytes], version: int, keep: list[str], rules: dict[str, Any] | None = None):
         self.model, self.version, self.keep = LoadedModel(files), version, keep
+        self.rules = DecisionRules.from_dict(rules)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return prediction_frame(self.model, self.version, frame, self.keep)
+        return prediction_frame(self.model, self.version, frame, self.keep, self.rules)
 
 
-def prediction_frame(model: LoadedModel, version: int, frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
-    """The kept columns, ``prediction``, per-class ``probability_<class>`` and ``model_version``."""
+def prediction_frame(model: LoadedModel, version: int, frame: pd.DataFrame, keep: list[str],
+                     rules: DecisionRules | None = None) -> pd.DataFrame:
+    """The kept columns, ``prediction``, per-class ``probability_<class>``, ``decision`` (with rules) and
+    ``model_version``; decisions as the server makes them (:mod:`raysys.serving.decisions`)."""
     output = model.predict(frame)
     out = pd.DataFrame({c: frame[c].to_numpy() for c in keep})
     out["prediction"] = model.labels(output)
@@ -39,6 +43,9 @@ def prediction_frame(model: LoadedModel, version: int, frame: pd.DataFrame, keep
     if model.task != "regression":
         for index, cls in enumerate(model.spec.classes):
             out[f"probability_{cls}"] = output[:, index]
+    if rules is not None:
+        scores = rules.scores(out["prediction"], None if model.task == "regression" else output, model.spec.classes)
+        out["decision"] = rules.decide(scores, frame[rules.segment_column] if rules.segment_column else None)
     out["model_version"] = version
     return out
 

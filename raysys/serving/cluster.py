@@ -31,12 +31,14 @@ from raysys.errors import RaysysError
 from raysys.haproxy import stop_haproxy
 from raysys.processes import is_same_process, start_time, stop_group
 from raysys.runtime import (
+    check_cluster_storage,
     every_interface,
     free_port,
     head_token_file,
     is_loopback,
     join_ray,
     new_ray,
+    port_open,
 )
 from raysys.storage import Storage
 
@@ -113,6 +115,7 @@ def connect_serving_cluster(config: SystemConfig, storage: Storage, app_name: st
     address = address or os.environ.get("RAY_ADDRESS")
     if address and not (alive and address == record.get("address")):
         join_ray(address, **QUIET)  # a cluster raysys joins, with its own auth mode
+        check_cluster_storage(config.storage)
         return ServingCluster(storage, app_name)
     if alive:
         join_ray(record["address"], token_path=record.get("token_path"), **QUIET)
@@ -190,19 +193,10 @@ def _start_head(config: SystemConfig, storage: Storage, app_name: str, timeout_s
     head = ServingCluster(storage, app_name, record, started_now=True)
     deadline = time.monotonic() + timeout_s
     with head.stopped_on_failure():
-        while not _gcs_ready(node, port):
+        while not port_open(f"{node}:{port}", timeout_s=0.5):
             if process.poll() is not None:
                 raise RaysysError(f"serve: `ray start --head` exited with {process.returncode}; see {log}")
             if time.monotonic() > deadline:
                 raise RaysysError(f"serve: local Ray did not start within {timeout_s:.0f} s; see {log}")
             time.sleep(0.5)
     return record
-
-
-def _gcs_ready(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-

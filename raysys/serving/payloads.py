@@ -120,6 +120,8 @@ def _request_model(signature: tuple[tuple[str, str], ...], max_records: int, man
         records=(records, Field(..., description=f"One record or 1..{max_records} records.")),
         key=(string_type(max_string_chars) | None,
              Field(None, description="Routing key: a sticky canary sends one key to one version.")),
+        explain=(Annotated[bool, Field(strict=True)],
+                 Field(False, description="Answer per-record feature attributions (`explanations`) too.")),
     )
 
 
@@ -328,23 +330,27 @@ def _timestamps(column: str, values: list[Any], single: bool) -> np.ndarray:
     return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
-def oip_metadata(name: str, versions: list[int], signature: dict[str, str], task: str) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: inputs and outputs as OIP tensors."""
+def oip_metadata(name: str, versions: list[int], signature: dict[str, str], task: str,
+                 decisions: bool = False) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: inputs and outputs as OIP tensors (``decision`` when rules are served)."""
     outputs = [{"name": "predictions", "datatype": "FP64" if task == "regression" else "BYTES", "shape": [-1]}]
     if task != "regression":
         outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, -1]})
+    if decisions:
+        outputs.append({"name": "decision", "datatype": "BYTES", "shape": [-1]})
     return {"name": name, "versions": [str(v) for v in versions], "platform": "raysys",
             "inputs": [{"name": c, "datatype": OIP_TYPES[k], "shape": [-1]} for c, k in signature.items()],
             "outputs": outputs}
 
 
-def oip_output_names(task: str) -> list[str]:
-    """The outputs of an infer response: predictions and, for classifiers, probabilities."""
-    return ["predictions"] if task == "regression" else ["predictions", "probabilities"]
+def oip_output_names(task: str, decisions: bool = False) -> list[str]:
+    """The outputs of an infer response: predictions, for classifiers probabilities, with rules the decision."""
+    names = ["predictions"] if task == "regression" else ["predictions", "probabilities"]
+    return [*names, "decision"] if decisions else names
 
 
 def oip_response(name: str, version: int, request_id: str, answer: dict[str, Any]) -> dict[str, Any]:
-    """An OIP infer response from a raysys answer (predictions and, for classifiers, probabilities)."""
+    """An OIP infer response from a raysys answer (predictions, for classifiers probabilities, and decisions)."""
     predictions = answer["predictions"]
     regression = answer["probabilities"] is None
     outputs = [{"name": "predictions", "shape": [len(predictions)], "datatype": "FP64" if regression else "BYTES",
@@ -353,6 +359,9 @@ def oip_response(name: str, version: int, request_id: str, answer: dict[str, Any
         probabilities = answer["probabilities"]
         outputs.append({"name": "probabilities", "shape": [len(probabilities), len(probabilities[0])],
                         "datatype": "FP64", "data": [p for row in probabilities for p in row]})
+    if answer.get("decisions") is not None:
+        outputs.append({"name": "decision", "shape": [len(predictions)], "datatype": "BYTES",
+                        "data": answer["decisions"]})
     return {"model_name": name, "model_version": str(version), "id": request_id, "outputs": outputs}
 
 

@@ -71,7 +71,8 @@ def prediction_frame(entries: list[Entry]) -> pd.DataFrame:
 
     ``entries`` are ``(rows, answer, facts)`` with facts ``request_id, version, role,
     latency_ms, key, at``; built column by column (no per-row Python work beyond the answer lists).
-    ``_input_flags`` holds the input rules each record broke ("" for none).
+    ``_input_flags`` holds the input rules each record broke ("" for none), ``_decision`` the action of
+    the decision rules ("" when the deployment has none).
     """
     counts = [rows.count for rows, _, _ in entries]
     names = entries[0][0].columns.keys()
@@ -92,6 +93,8 @@ def prediction_frame(entries: list[Entry]) -> pd.DataFrame:
     frame["_probabilities"] = [p for (_, answer, _), n in zip(entries, counts)
                                for p in (answer["probabilities"] or [None] * n)]
     frame["_input_flags"] = [flag for rows, _, _ in entries for flag in _flags(rows)]
+    frame["_decision"] = [d for (_, answer, _), n in zip(entries, counts)
+                          for d in (answer.get("decisions") or [""] * n)]
     return frame
 
 

@@ -29,6 +29,7 @@ from ray import serve
 
 from raysys.modeling.predict import LoadedModel
 from raysys.serving import payloads
+from raysys.serving.decisions import DecisionRules
 from raysys.serving.faults import FaultReporter
 from raysys.serving.payloads import Rows
 from raysys.serving.prediction_log import PredictionLog
@@ -44,6 +45,7 @@ class Served:
     plan: TrafficPlan
     models: dict[int, LoadedModel]
     signature: dict[str, str]
+    rules: DecisionRules | None = None  # decision rules applied to every answer (None: no decisions)
 
 
 def request_signature(plan: TrafficPlan, models: dict[int, LoadedModel]) -> dict[str, str]:
@@ -87,6 +89,7 @@ class ModelServer:
 
     def __init__(self, settings: dict[str, Any]):
         self.name: str = settings["model"]
+        self.settings = settings  # also read by route extensions (settings["extensions"])
         self.storage = Storage.open(settings["storage_root"])
         self.max_records: int = settings["max_records"]
         self.max_body_bytes: int = settings["max_body_bytes"]
@@ -94,6 +97,10 @@ class ModelServer:
         from raysys.serving.input_checks import InputChecks
 
         self.input_checks = InputChecks.from_settings(settings["input_checks"])
+        from raysys.serving.auth import Guard
+
+        self.guard = Guard.from_settings(self.storage, settings["auth"])
+        self.explain: dict[str, Any] = settings.get("explain") or {}  # method, steps (explain: true requests)
         self.batching: bool = settings["batching"]["enabled"]
         self._batched.set_max_batch_size(settings["batching"]["max_batch_size"])
         self._batched.set_batch_wait_timeout_s(settings["batching"]["wait_timeout_s"])
@@ -117,7 +124,8 @@ class ModelServer:
         loaded = self.served.models if self.served else {}
         models = {v: loaded.get(v) or self._load(v, artifacts[v]) for v in plan.versions}
         # one assignment: a request sees the old plan or the new one, never a mix
-        self.served = Served(plan, models, request_signature(plan, models))
+        self.served = Served(plan, models, request_signature(plan, models),
+                             DecisionRules.from_dict(user_config.get("rules")))
 
     def _load(self, version: int, files: dict[str, str]) -> LoadedModel:
         """A version's artifacts straight from storage, checksums verified (no registry database)."""
@@ -165,12 +173,13 @@ class ModelServer:
         return self.served.models[self.served.plan.champion]
 
     async def predict(self, rows: Rows, key: str | None, request_id: str,
-                      served: Served | None = None) -> tuple[int, dict[str, Any]]:
+                      served: Served | None = None, explain: bool = False) -> tuple[int, dict[str, Any]]:
         """The answering version and its answer; the shadow's answer is logged, not returned.
 
         ``served`` is the snapshot the request was parsed against (default: the current one), so
         a move arriving meanwhile can neither pull a version out from under the request nor
-        route it to a version that needs inputs it was not checked for.
+        route it to a version that needs inputs it was not checked for. With rules, the answer
+        holds ``decisions``; with ``explain``, the answering version's ``explanations``.
         """
         served, started = served or self.served, time.perf_counter()
         plan, models = served.plan, served.models
@@ -183,12 +192,23 @@ class ModelServer:
                 raise
             version = plan.champion  # a failing challenger never fails a request
             result = await self._counted(models[version], version, "champion", rows)
+        result = decided(result, rows, served.rules)
         self._log(rows, result, request_id, version, "answer", started, key)
         if plan.shadow is not None:
             shadow = plan.shadow
-            if not self.shadows.start(lambda: self._shadow(shadow, models[shadow], rows, request_id, key)):
+            if not self.shadows.start(lambda: self._shadow(shadow, models[shadow], rows, request_id, key,
+                                                           served.rules)):
                 self.faults.count(shadow, "shadow", "dropped")
+        if explain:  # on this thread: attribution hooks the shared network for the call
+            result = {**result, **self._explained(models[version], rows)}
         return version, result
+
+    def _explained(self, model: LoadedModel, rows: Rows) -> dict[str, Any]:
+        """Per record: raw input column → attribution, and the baseline they are measured from."""
+        from raysys.modeling.explain import explain
+
+        explanation = explain(model, rows.columns, **self.explain)
+        return {"explanations": explanation.attributions, "explanation_baselines": explanation.baselines}
 
     async def _counted(self, model: LoadedModel, version: int, role: str, rows: Rows) -> dict[str, Any]:
         """``model``'s answer, counted as a request of ``version`` in ``role``; a failure is counted too."""
@@ -231,19 +251,24 @@ class ModelServer:
         return results
 
     async def _shadow(self, version: int, model: LoadedModel, rows: Rows, request_id: str,
-                      key: str | None) -> None:
+                      key: str | None, rules: DecisionRules | None) -> None:
         started = time.perf_counter()
         try:
             result = await self._counted(model, version, "shadow", rows)
         except Exception:  # noqa: BLE001 - counted and logged; never the client's problem
             return
-        self._log(rows, result, request_id, version, "shadow", started, key)
+        self._log(rows, decided(result, rows, rules), request_id, version, "shadow", started, key)
 
     def _log(self, rows, result, request_id, version, role, started, key) -> None:
         if self.log is not None:
             latency = (time.perf_counter() - started) * 1000
             self.log.add(rows, result, request_id=request_id, version=version, role=role, latency_ms=latency,
                          key=key, at=datetime.now(timezone.utc))
+
+
+def decided(result: dict[str, Any], rows: Rows, rules: DecisionRules | None) -> dict[str, Any]:
+    """The answer with the rules' ``decisions`` beside its predictions (unchanged without rules)."""
+    return result if rules is None else {**result, "decisions": rules.decide_answer(result, rows.columns)}
 
 
 def answer(model: LoadedModel, rows: Rows | pd.DataFrame) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -19,13 +20,17 @@ from raysys.config import SystemConfig
 from raysys.errors import NotFound, RaysysError
 from raysys.modeling.predict import LoadedModel
 from raysys.runtime import quiet_serve_logs
+from raysys.secrets import mask_config
 from raysys.serving import traffic
 from raysys.serving.cluster import connect_serving_cluster, take_down
+from raysys.serving.decisions import DecisionRules, configured_rules, rules_digest
 from raysys.serving.faults import read_fault_counts
 from raysys.serving.traffic import TrafficPlan
 from raysys.storage import Storage
 
 MODES = ("blue-green", "canary", "shadow")
+RULES_FILE = "rules.json"  # serving/<app>/rules.json: the decision rules being served, and their digest
+logger = logging.getLogger(__name__)
 
 
 class ServingService:
@@ -35,6 +40,7 @@ class ServingService:
         self.config, self.storage, self.models = config, storage, models
         self.app_name = config.serve.app_name or config.project.name
         self.companions: list[Any] = []  # started by up, stopped by down (System adds the monitor)
+        self.extensions: list[str] = []  # "module:function" route installers for the replicas (System adds them)
 
     # ------------------------------------------------------------------ state
 
@@ -69,13 +75,19 @@ class ServingService:
         started a head stops that head.
         """
         plan = self.plan() or traffic.blue_green(None, self._checked_version(self.config.serve.model))
+        rules = self._checked_rules(plan.versions)
         cluster = connect_serving_cluster(self.config, self.storage, self.app_name, address)
         with cluster.stopped_on_failure():
             self._run(plan)
             self._save(plan)
+            self._record_rules(rules, True, None, "serve up")
             for companion in self.companions:
                 companion.start()
-        audit.record(self.storage, "serve.up", {"app": self.app_name, "plan": plan.to_dict(), "url": self.url})
+        warning = open_api_warning(self.config.serve.auth, self.url)
+        if warning:
+            logger.warning(warning)
+        audit.record(self.storage, "serve.up", {"app": self.app_name, "plan": plan.to_dict(), "url": self.url,
+                                                "auth": self.config.serve.auth})
         return self.status()
 
     def status(self, address: str | None = None) -> dict[str, Any]:
@@ -95,7 +107,7 @@ class ServingService:
                        for name, d in app.deployments.items()}
         return {"app": self.app_name, "status": str(getattr(app.status, "value", app.status)), "url": self.url,
                 "plan": plan.to_dict() if plan else None, "traffic": _traffic(plan), "deployments": deployments,
-                "faults": faults}
+                "faults": faults, "rules": self.rules()}
 
     def down(self, address: str | None = None) -> dict[str, Any]:
         """Remove the app and stop the local Ray that ``up`` started, if it did (even one it cannot reach)."""
@@ -145,8 +157,10 @@ class ServingService:
 
     def _move(self, action: str, current: TrafficPlan | None, new: TrafficPlan, actor: str | None,
               reason: str) -> dict[str, Any]:
+        rules = self._checked_rules(new.versions)
         applied = self._apply_if_running(new)
         self._save(new)
+        self._record_rules(rules, applied, actor, reason)
         self._move_aliases(current, new, actor, reason)
         audit.record(self.storage, action, {"app": self.app_name, "from": current.to_dict() if current else None,
                                             "to": new.to_dict(), "applied": applied}, actor=actor, reason=reason)
@@ -215,7 +229,8 @@ class ServingService:
         version = registry.get(self.models.name, model)
         files = registry.load_files(version)
         needed = LoadedModel(files).state.input_columns
-        ensure_ray(self.config.ray)
+        rules = self._checked_rules([version.version])
+        ensure_ray(self.config.ray, self.config.storage)
         with user_errors("predict"):
             dataset = read_input(input)
             columns = dataset.columns()
@@ -223,7 +238,8 @@ class ServingService:
             if missing:
                 raise RaysysError(f"predict --input {input}: missing model input column(s) {', '.join(missing)}")
             predicted = dataset.map_batches(
-                RawBatchPredictor, fn_constructor_args=(files, version.version, kept_columns(columns, id_column)),
+                RawBatchPredictor, fn_constructor_args=(files, version.version, kept_columns(columns, id_column),
+                                                        rules.to_dict() if rules else None),
                 batch_format="pandas", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=ACTOR_CPUS)
             with ray_core_lines_to_log_files():  # Ray Data's actor-pool warning (raysys.native_stderr)
                 getattr(predicted, f"write_{fmt}")(output)
@@ -233,6 +249,41 @@ class ServingService:
         return {"model": self.models.name, "model_version": version.version, "rows": rows, "output": output}
 
     # ------------------------------------------------------------------ helpers
+
+    def _checked_rules(self, versions: list[int]) -> DecisionRules | None:
+        """The configured decision rules, checked against every version they will decide for (ConfigError)."""
+        from raysys.data.features import FeatureState
+        from raysys.modeling.artifacts import TrainSpec
+        from raysys.modeling.predict import FEATURES, SPEC
+        from raysys.modeling.registry import read_artifacts
+
+        rules = configured_rules(self.config.decisions)
+        registry, name = self.models.registry, self.models.name
+        for version in versions if rules is not None else ():
+            files = registry.get(name, version).files
+            read = read_artifacts(self.storage, name, version, {f: files[f] for f in (SPEC, FEATURES)})
+            spec = TrainSpec(**json.loads(read[SPEC]))
+            rules.check(spec.task, spec.classes, FeatureState.from_dict(json.loads(read[FEATURES])).inputs, version)
+        return rules
+
+    def _record_rules(self, rules: DecisionRules | None, applied: bool, actor: str | None, reason: str) -> None:
+        """Save the rules the deployment serves; a change is audited (``serve.rules``, old and new digest)."""
+        saved = (self.storage.read_json("serving", self.app_name, RULES_FILE)
+                 if self.storage.exists("serving", self.app_name, RULES_FILE) else {"digest": None})
+        digest = rules_digest(rules)
+        if saved["digest"] == digest:
+            return
+        self.storage.write_json({"digest": digest, "rules": rules.to_dict() if rules else None},
+                                "serving", self.app_name, RULES_FILE)
+        audit.record(self.storage, "serve.rules", {"app": self.app_name, "from": saved["digest"], "to": digest,
+                                                   "rules": rules.to_dict() if rules else None, "applied": applied},
+                     actor=actor, reason=reason)
+
+    def rules(self) -> dict[str, Any] | None:
+        """The decision rules the deployment serves (``{"digest", "rules"}``; None before any)."""
+        if not self.storage.exists("serving", self.app_name, RULES_FILE):
+            return None
+        return self.storage.read_json("serving", self.app_name, RULES_FILE)
 
     def _checked_version(self, ref: str | int) -> int:
         """A registry version that exists and loads (so a bad one changes nothing)."""
@@ -280,31 +331,51 @@ class ServingService:
         """
         from ray import serve
 
-        from raysys.serving.server import server_deployment
-
         cfg = self.config.serve
         quiet_serve_logs()
         if not move:
             serve.start(http_options={"host": cfg.host, "port": cfg.port})
             quiet_serve_logs()  # Serve may reconfigure its logger when it starts
-        settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
-                    "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump(),
-                    "app": self.app_name, "max_shadow_in_flight": cfg.max_shadow_in_flight,
-                    "fault_report_s": cfg.fault_report_s, "max_body_bytes": cfg.max_body_bytes,
-                    "max_string_chars": cfg.max_string_chars,
-                    "input_checks": {"mode": cfg.input_checks, "columns": {
-                        n: c.model_dump() for n, c in self.config.data.schema_.columns.items()}}}
-        code = hashlib.sha256(json.dumps([settings, cfg.model_dump(mode="json")], sort_keys=True).encode())
-        registry, name = self.models.registry, self.models.name
-        artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
-        app = server_deployment(settings, {"plan": plan.to_dict(), "artifacts": artifacts}, cfg,
-                                code_version=code.hexdigest()[:16])
+        app = self.application(plan)
         if move:
             serve.run_many([serve.RunTarget(app, name=self.app_name, route_prefix=cfg.route_prefix)],
                            wait_for_applications_running=False)
         else:
             serve.run(app, name=self.app_name, route_prefix=cfg.route_prefix, blocking=False)
         wait_app_running(self.app_name)
+
+    def application(self, plan: TrafficPlan | None = None):
+        """The Serve application (not started) serving ``plan``: by default the saved plan, else
+        ``serve.model`` as the champion (``serve up`` runs it; ``serve build`` hands it to ``serve deploy``)."""
+        from raysys.serving.server import server_deployment
+
+        cfg = self.config.serve
+        plan = plan or self.plan() or traffic.blue_green(None, self._checked_version(cfg.model))
+        settings = {"model": self.models.name, "storage_root": self.storage.uri, "max_records": cfg.max_records,
+                    "batching": cfg.batching.model_dump(), "prediction_log": cfg.prediction_log.model_dump(),
+                    "app": self.app_name, "max_shadow_in_flight": cfg.max_shadow_in_flight,
+                    "fault_report_s": cfg.fault_report_s, "max_body_bytes": cfg.max_body_bytes,
+                    "max_string_chars": cfg.max_string_chars,
+                    "auth": {"mode": cfg.auth, "refresh_s": cfg.auth_refresh_s},
+                    "extensions": self.extensions, "config": mask_config(self.config),  # secrets masked
+                    "explain": {"method": self.config.explain.method, "steps": self.config.explain.steps},
+                    "input_checks": {"mode": cfg.input_checks, "columns": {
+                        n: c.model_dump() for n, c in self.config.data.schema_.columns.items()}}}
+        hashed = {k: v for k, v in settings.items() if k != "config"}  # other sections: no replica restart
+        code = hashlib.sha256(json.dumps([hashed, cfg.model_dump(mode="json")], sort_keys=True).encode())
+        registry, name = self.models.registry, self.models.name
+        artifacts = {str(v): registry.get(name, v).files for v in plan.versions}  # replicas need no database
+        rules = configured_rules(self.config.decisions)  # in user_config: a change is applied in place
+        return server_deployment(settings, {"plan": plan.to_dict(), "artifacts": artifacts,
+                                              "rules": rules.to_dict() if rules else None}, cfg,
+                                 code_version=code.hexdigest()[:16])
+
+
+def open_api_warning(auth: str, url: str) -> str | None:
+    """The warning ``serve up`` logs when ``serve.auth: off`` leaves the API open to anyone."""
+    if auth != "off":
+        return None
+    return f"warning: serve.auth is off: {url} answers every request without an API key"
 
 
 def wait_app_running(app_name: str, timeout_s: float = 120.0, poll_s: float = 0.1) -> None:

@@ -164,11 +164,12 @@ def test_wandb_offline_run_holds_config_summary_and_model_reference(storage, tmp
     wandb_file = wandb_log_of(storage, run.run_id)
     assert wandb_file.parent.name.startswith("offline-run-")
     records = finished_records(wandb_file)
-    (run_record,) = of_type(records, "run")
+    run_record, tagged = of_type(records, "run")  # the start, then the model-version tag added at registration
     config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
     assert config["lr"] == 0.01 and config["hidden"] == [8]
     assert run_record.project == "tracking-test" and run_record.job_type == "train"
-    assert run_record.display_name == run.run_id
+    assert run_record.display_name == run.run_id and run_record.run_group == "training"
+    assert list(tagged.tags) == ["model:churn:v3"] == record["tags"]
     summary = wandb_summary(records)
     assert summary["test_auc"] == 0.88 and summary["loss"] == 0.4
     history = [{i.nested_key[0]: json.loads(i.value_json) for i in h.item}
