@@ -100,6 +100,11 @@ class RayConfig(Section):
         description="Ray Serve's data plane on a Ray that raysys starts: 'high_throughput' (HAProxy ingress and "
                     "throughput-optimized replicas, Ray >= 2.55) or 'proxy' (Serve's Python proxy actor). A cluster "
                     "raysys joins keeps its own (cluster/ sets it on its nodes).")
+    serve_drain_s: float = Field(
+        5.0, ge=0, description="high_throughput mode: how long Serve keeps a removed replica open so HAProxy stops "
+                               "sending to it (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S; Ray's default 30 s is "
+                               "for external load balancers, HAProxy here is on the same node). `serve down` and "
+                               "every scale-down wait this long.")
 
 
 # --------------------------------------------------------------------------- data sources

@@ -232,6 +232,9 @@ SERVE_MODES = {
 }
 
 
+SERVE_DRAIN_SETTING = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"  # read by Serve's controller and replicas
+
+
 def new_ray(cfg: RayConfig, dashboard_port: int) -> NewRay:
     """Environment for a new Ray that raysys starts (its daemons pass it to every worker).
 
@@ -241,8 +244,9 @@ def new_ray(cfg: RayConfig, dashboard_port: int) -> NewRay:
     ``ray start`` ran last, possibly one stopped since; the cleaner then dies and a finished Train
     run keeps its CPUs. With ``ray.host`` on loopback, Ray runs in its single-machine mode (node
     IP 127.0.0.1, so its services listen there). In ``high_throughput`` mode the cluster also gets
-    HAProxy files and side ports of its own, on ``ray.host`` (:mod:`raysys.haproxy`). A variable
-    already set in this process wins (an operator's override).
+    HAProxy files and side ports of its own, on ``ray.host`` (:mod:`raysys.haproxy`), and Serve
+    holds a removed replica open ``ray.serve_drain_s`` (not Ray's 30 s). A variable already set in
+    this process wins (an operator's override).
     """
     from raysys.ray_compat import HAPROXY_BINARY_SETTING, SINGLE_NODE_SWITCH
 
@@ -252,6 +256,7 @@ def new_ray(cfg: RayConfig, dashboard_port: int) -> NewRay:
         env[SINGLE_NODE_SWITCH] = "0"
     folder, launcher = None, None
     if cfg.serve_mode == "high_throughput":
+        env[SERVE_DRAIN_SETTING] = f"{cfg.serve_drain_s:g}"
         haproxy_env, folder = private_haproxy(cfg.host, free_port(), free_port())
         launcher = haproxy_env.pop(HAPROXY_BINARY_SETTING, None)
         env.update(haproxy_env)

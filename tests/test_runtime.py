@@ -47,6 +47,14 @@ def test_high_throughput_serving_is_the_default_and_proxy_mode_turns_it_off(new)
     assert proxy.env["RAY_API_SERVER_ADDRESS"] == "http://127.0.0.1:8265"
 
 
+def test_serve_holds_a_removed_replica_for_ray_serve_drain_s_not_rays_30_s(new, monkeypatch):
+    assert new().env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "5"
+    assert new(serve_drain_s=1.5).env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "1.5"
+    assert "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in new(serve_mode="proxy").env
+    monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "30")  # an operator's choice wins
+    assert new().env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "30"
+
+
 def test_each_cluster_gets_its_own_haproxy_files_and_ports(new):
     first, second = new().env, new().env
     for name in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT",
