@@ -268,8 +268,7 @@ class ServingService:
 
     def _record_rules(self, rules: DecisionRules | None, applied: bool, actor: str | None, reason: str) -> None:
         """Save the rules the deployment serves; a change is audited (``serve.rules``, old and new digest)."""
-        saved = (self.storage.read_json("serving", self.app_name, RULES_FILE)
-                 if self.storage.exists("serving", self.app_name, RULES_FILE) else {"digest": None})
+        saved = self.rules() or {"digest": None}
         digest = rules_digest(rules)
         if saved["digest"] == digest:
             return
