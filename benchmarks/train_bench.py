@@ -37,6 +37,8 @@ Usage::
 
     .venv/bin/python benchmarks/train_bench.py --rows 20000 --steps 20          # debug
     .venv/bin/python benchmarks/train_bench.py --out train_results.json        # 1M rows, 300 steps
+    .venv/bin/python benchmarks/train_bench.py --rows 20000 --epochs 10 --workers 1 --poll-s 2,0.25
+                                                 # epoch-bound: whole epochs, raysys at each train.poll_s
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
 LABEL, TASK = "churned", "binary"
-EPOCHS = 100  # an upper bound only: every run stops at --steps optimizer steps
+EPOCHS = 100  # an upper bound only: every run stops at --steps optimizer steps (unless --epochs)
 
 
 def log(message: str) -> None:
@@ -136,7 +138,12 @@ def load_config(args: argparse.Namespace, workers: int = 1):
     data["storage"] = {"root": os.path.join(args.root, "store")}
     data["ray"] = {"num_cpus": 2}
     train = data.setdefault("train", {})
-    train.update(max_steps=args.steps, epochs=EPOCHS, batch_size=args.batch_size, num_workers=workers)
+    if args.epochs:  # whole epochs, each one validated and reported as in `raysys train`
+        train.update(max_steps=None, epochs=args.epochs, batch_size=args.batch_size, num_workers=workers)
+    else:
+        train.update(max_steps=args.steps, epochs=EPOCHS, batch_size=args.batch_size, num_workers=workers)
+    if args.poll_s:
+        train["poll_s"] = float(args.poll_s)
     # raysys's EarlyStopping(val_loss) raises when max_steps ends training mid-epoch: Lightning
     # then skips the epoch-end validation, so val_loss is missing (see benchmarks/README.md).
     train["early_stopping"] = None
@@ -194,7 +201,8 @@ def run_raysys(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     from raysys.system import System
 
     ray_start = start_ray()
-    clock_dir = os.path.join(args.root, f"clock-raysys-{workers}")
+    run_name = f"bench-{workers}w-poll-{args.poll_s or 'default'}"  # a run of its own: never resume another's
+    clock_dir = os.path.join(args.root, f"clock-{run_name}")
     os.makedirs(clock_dir, exist_ok=True)
     original_loop = train_mod.train_loop
 
@@ -216,7 +224,7 @@ def run_raysys(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         datasets = rs.models._train_datasets(artifact, LABEL, rs.data.show(artifact.version).row_count)
         t_data = time.time()
         output = train_mod.run_trainer(spec, datasets, cfg.train, os.path.join(args.root, "train"),
-                                       f"bench-{workers}w")
+                                       run_name)
         t_end = time.time()
     finally:
         train_mod.train_loop = original_loop
@@ -275,7 +283,7 @@ def run_lightning(args: argparse.Namespace) -> dict[str, Any]:
                                          generator=generator, collate_fn=lambda batch: batch)
     module = TabularModule(spec.model, spec.train, spec.inputs, spec.task, spec.num_classes,
                            spec.target_mean, spec.target_std)
-    trainer = L.Trainer(max_epochs=spec.train["epochs"], max_steps=spec.train["max_steps"], accelerator="cpu",
+    trainer = L.Trainer(max_epochs=spec.train["epochs"], max_steps=spec.train["max_steps"] or -1, accelerator="cpu",
                         devices=1, deterministic=True, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     t_data = time.time()
@@ -315,7 +323,7 @@ def run_child(args: argparse.Namespace, name: str, extra: list[str]) -> dict[str
     result_path = os.path.join(args.root, f"result-{name}.json")
     cmd = [sys.executable, __file__, "--worker", name, "--result", result_path, "--root", args.root,
            "--rows", str(args.rows), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--config", str(args.config), *extra]
+           "--config", str(args.config), "--epochs", str(args.epochs), *extra]
     load_before = os.getloadavg()[0]
     start = time.time()
     log(f"{name}: starting (load {load_before:.2f})")
@@ -349,6 +357,8 @@ def table(runs: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['system']} | | | {r['status']}: {error} | | | | | | |")
             continue
         name = "plain Lightning" if r["system"] == "lightning" else "raysys"
+        if r.get("poll_s"):
+            name += f" (train.poll_s {r['poll_s']:g})"
         if r["system"] == "lightning" and r.get("plain_threads"):
             name += f" ({r['plain_threads']} thread)"
         ratio = (f"{r['samples_per_s'] / base['samples_per_s']:.2f}x" if base and r is not base
@@ -367,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=0, help="train whole epochs (not --steps) on both sides")
+    parser.add_argument("--poll-s", default="", help="raysys runs at each train.poll_s, comma-separated "
+                                                     "(default: the config's)")
     parser.add_argument("--workers", default="1,2", help="raysys worker counts, comma-separated")
     parser.add_argument("--plain-threads", default="0",
                         help="torch threads for plain Lightning runs, comma-separated (0 = torch default)")
@@ -398,12 +411,16 @@ def main(argv: list[str] | None = None) -> int:
             run["plain_threads"] = threads
             runs.append(run)
         for workers in [int(w) for w in args.workers.split(",") if w]:
-            runs.append(run_child(args, f"raysys-{workers}", ["--feature-id", prep["feature_id"]]))
+            for poll in args.poll_s.split(","):
+                run = run_child(args, f"raysys-{workers}", ["--feature-id", prep["feature_id"], "--poll-s", poll])
+                run["poll_s"] = float(poll) if poll else None
+                runs.append(run)
     finally:
         if not args.keep:
             shutil.rmtree(args.root, ignore_errors=True)
     out = table(runs)
-    print(f"\nrows={args.rows:,} (train split {prep['split_counts'].get('train', 0):,}), steps={args.steps}, "
+    length = f"epochs={args.epochs}" if args.epochs else f"steps={args.steps}"
+    print(f"\nrows={args.rows:,} (train split {prep['split_counts'].get('train', 0):,}), {length}, "
           f"batch_size={args.batch_size}, cpus={os.cpu_count()}, python {platform.python_version()}, "
           f"wall {time.time() - started:.0f}s\n")
     print(out)

@@ -331,6 +331,11 @@ class TrainConfig(Section):
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_failures: int = Field(0, ge=0, description="Restarts from the last checkpoint after a worker dies.")
+    poll_s: float = Field(
+        0.25, gt=0, le=60,
+        description="How often Ray Train's controller polls its workers. Each epoch's report waits for a poll, "
+                    "so an epoch takes at least this long (Ray's own default is 2 s). An operator's "
+                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S wins.")
     promote_first: bool = Field(
         True, description="A trained model becomes the champion when the model has none yet and it beats the "
                           "trivial baseline on the test split (lower log loss for classifiers, lower RMSE for "

@@ -297,13 +297,19 @@ def environment(extra: dict[str, str]) -> Iterator[None]:
 def tune_ray_data() -> None:
     """Ray Data settings measured to matter here (benchmarks/README.md).
 
-    One Parquet footer-reading actor instead of 32 per read (raysys reads small versions
-    often), and numpy-backed pandas batches, which raysys's vectorized code is written for.
+    Numpy-backed pandas batches, which raysys's vectorized code is written for, and Ray Data's
+    first Parquet reader: raysys names every file it reads (a version's manifest lists them), and
+    the newer reader's listing step starts a footer-reading actor per read, about 2 s each time
+    on 2 cores (read of a small version 2.0 → 0.2 s). An operator's RAY_DATA_USE_DATASOURCE_V2
+    wins; with it, one footer actor per read instead of 32.
     """
     from ray.data import DataContext
 
+    context = DataContext.get_current()
+    context.enable_arrow_backed_pandas_conversion = False
+    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
+        context.use_datasource_v2 = False
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
-    DataContext.get_current().enable_arrow_backed_pandas_conversion = False
 
 
 def quiet_logs() -> None:

@@ -191,3 +191,39 @@ def test_a_model_becomes_champion_only_below_the_trivial_baselines_loss():
     assert not beats_baseline("regression", {"metrics": {"rmse": 3.0}, "baseline": {"rmse": 3.0}})[0]
     assert beats_baseline("regression", {"metrics": {"rmse": 2.0}, "baseline": {"rmse": 3.0}})[0]
     assert not beats_baseline("binary", {"metrics": {"log_loss": float("nan")}, "baseline": {"log_loss": 0.6}})[0]
+
+
+def test_raysys_reads_parquet_with_ray_datas_first_reader_unless_the_operator_chose(monkeypatch):
+    from ray.data import DataContext
+
+    from raysys.runtime import tune_ray_data
+
+    context = DataContext.get_current()
+    monkeypatch.setattr(context, "use_datasource_v2", True)
+    monkeypatch.delenv("RAY_DATA_USE_DATASOURCE_V2", raising=False)
+    tune_ray_data()
+    assert context.use_datasource_v2 is False  # no footer-reading actor per read of a version
+    context.use_datasource_v2 = True
+    monkeypatch.setenv("RAY_DATA_USE_DATASOURCE_V2", "1")
+    tune_ray_data()
+    assert context.use_datasource_v2 is True
+
+
+def test_a_training_run_sets_its_controllers_poll_interval_and_keeps_an_operators(monkeypatch):
+    from raysys.modeling.train import POLL_ENV, _controller_poll
+
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    with _controller_poll(0.25):
+        assert os.environ[POLL_ENV] == "0.25"  # Ray Train reads it when fit starts its controller
+    assert POLL_ENV not in os.environ
+    monkeypatch.setenv(POLL_ENV, "5")
+    with _controller_poll(0.25):
+        assert os.environ[POLL_ENV] == "5"
+    assert os.environ[POLL_ENV] == "5"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 61, "often"])
+def test_train_poll_s_out_of_range_is_a_config_error_naming_it(bad):
+    with pytest.raises(ConfigError, match="train.poll_s"):
+        parse_config({"data": {"name": "d", "source": {"kind": "sklearn", "dataset": "iris"}},
+                      "train": {"poll_s": bad}})

@@ -213,6 +213,36 @@ def map_frames(dataset, fn, **kwargs):
     return dataset.map_batches(fn, batch_format="pandas", batch_size=BATCH_ROWS, **kwargs)
 
 
+def distinct_values(dataset, column: str) -> list[Any]:
+    """The distinct values of a column, deduplicated per block and then once more on the driver.
+
+    Ray Data's ``unique`` (and ``mean``/``std``) run a hash shuffle whose aggregator actors
+    cost 5-8 s even on a few hundred rows; a label's per-block values are few.
+    """
+    frames = map_frames(dataset.select_columns([column]), _drop_duplicates).to_pandas()
+    return frames[column].drop_duplicates().tolist()
+
+
+def mean_std(dataset, column: str) -> tuple[float | None, float | None]:
+    """A numeric column's mean and sample standard deviation, from per-block sums in one pass."""
+    sums = map_frames(dataset.select_columns([column]), _sums, fn_kwargs={"column": column}).to_pandas().sum()
+    count, total, squares = float(sums["count"]), float(sums["sum"]), float(sums["squares"])
+    if count == 0:
+        return None, None
+    mean = total / count
+    variance = (squares - count * mean * mean) / (count - 1) if count > 1 else None
+    return mean, (max(variance, 0.0) ** 0.5 if variance is not None else None)
+
+
+def _drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop_duplicates()
+
+
+def _sums(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    values = frame[column].dropna().to_numpy(dtype=float)
+    return pd.DataFrame({"count": [len(values)], "sum": [values.sum()], "squares": [(values ** 2).sum()]})
+
+
 def _keep_split(frame: pd.DataFrame, plan: splits.SplitPlan, split: str) -> pd.DataFrame:
     return frame[splits.assign(frame, plan) == split]
 

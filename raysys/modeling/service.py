@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from raysys.config import SystemConfig
-from raysys.data.service import DataService, FeatureArtifact
+from raysys.data.service import DataService, FeatureArtifact, distinct_values, mean_std
 from raysys.data.store import Manifest
 from raysys.errors import RaysysError
 from raysys.modeling import metrics as metric_fns
@@ -138,9 +138,10 @@ class ModelService:
         train = self.data.read(artifact.version, split="train").select_columns([label])
         classes, mean, std = None, 0.0, 1.0
         if task == "regression":
-            mean, std = float(train.mean(label) or 0.0), float(train.std(label) or 1.0) or 1.0
+            mean, std = mean_std(train, label)
+            mean, std = mean or 0.0, std or 1.0
         else:
-            classes = sorted(train.unique(label), key=str)
+            classes = sorted(distinct_values(train, label), key=str)
             if len(classes) < 2:
                 raise RaysysError(f"the train split of {artifact.version} has {len(classes)} class(es) {classes}: "
                                   f"a {task} model needs at least two")
