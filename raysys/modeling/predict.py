@@ -116,6 +116,11 @@ class BatchPredictor:
         return out
 
 
+def predict_batch(frame: pd.DataFrame, files: dict[str, bytes], keep: list[str]) -> pd.DataFrame:
+    """A Ray Data task function: the model from its files, then one batch (a :class:`BatchPredictor` call)."""
+    return BatchPredictor(files, keep)(frame)
+
+
 def outputs_from_frame(frame: pd.DataFrame) -> np.ndarray:
     """Collect the output column(s) a BatchPredictor wrote back into an array."""
     if OUTPUT in frame.columns:

@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 
 from raysys.config import SystemConfig
-from raysys.data.service import DataService, FeatureArtifact, distinct_values, mean_std
+from raysys.data.service import DataService, FeatureArtifact, distinct_values, map_frames, mean_std
 from raysys.data.store import Manifest
 from raysys.errors import RaysysError
 from raysys.modeling import metrics as metric_fns
 from raysys.modeling.artifacts import TrainSpec, encode_labels
-from raysys.modeling.predict import BatchPredictor, LoadedModel, model_files, outputs_from_frame
+from raysys.modeling.predict import LoadedModel, model_files, outputs_from_frame, predict_batch
 from raysys.modeling.registry import ModelRegistry, ModelVersion, code_version
 from raysys.modeling.tracking import list_runs, load_run, start_run
-from raysys.native_stderr import ray_core_lines_to_log_files
 from raysys.runtime import ensure_ray, user_errors
 from raysys.secrets import mask_config
 from raysys.storage import Storage
@@ -224,10 +223,9 @@ class ModelService:
         artifact = FeatureArtifact(model.state, self.data.name, ref, {})
         keep = list(dict.fromkeys([spec.label, *slices]))
         dataset = self.data.transform(artifact, ref=ref, split=split, keep=keep)
-        predictions = dataset.map_batches(BatchPredictor, fn_constructor_kwargs={"files": files, "keep": keep},
-                                          batch_format="pandas", compute=_actors(), num_cpus=DATA_TASK_CPUS)
-        with ray_core_lines_to_log_files():  # Ray Data's actor-pool warning (raysys.native_stderr)
-            frame = predictions.to_pandas()
+        predictions = map_frames(dataset, predict_batch, fn_kwargs={"files": files, "keep": keep},
+                                 num_cpus=DATA_TASK_CPUS)
+        frame = predictions.to_pandas()
         if frame.empty:
             raise RaysysError(f"the {split} split of {ref} is empty: nothing to evaluate")
         return score_frame(frame, spec, slices, self._train_labels(artifact, spec))
@@ -293,12 +291,6 @@ class ModelService:
     def run(self, run_id: str) -> dict[str, Any]:
         """One run record with its metric history."""
         return load_run(self.storage, run_id)
-
-
-def _actors():
-    from ray.data import ActorPoolStrategy
-
-    return ActorPoolStrategy(size=1)
 
 
 def _encoded(labels: pd.Series, spec: TrainSpec) -> np.ndarray:
