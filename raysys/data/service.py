@@ -224,23 +224,32 @@ def distinct_values(dataset, column: str) -> list[Any]:
 
 
 def mean_std(dataset, column: str) -> tuple[float | None, float | None]:
-    """A numeric column's mean and sample standard deviation, from per-block sums in one pass."""
-    sums = map_frames(dataset.select_columns([column]), _sums, fn_kwargs={"column": column}).to_pandas().sum()
-    count, total, squares = float(sums["count"]), float(sums["sum"]), float(sums["squares"])
+    """A numeric column's mean and sample standard deviation in one pass.
+
+    Each block gives its count, mean and sum of squared deviations; the driver merges them
+    (Chan et al.), which stays exact where a mean far from zero would cancel a sum of squares.
+    """
+    parts = map_frames(dataset.select_columns([column]), _moments, fn_kwargs={"column": column}).to_pandas()
+    count, mean, squares = 0, 0.0, 0.0
+    for n, block_mean, block_squares in parts[["count", "mean", "squares"]].itertuples(index=False):
+        if n:
+            delta, total = block_mean - mean, count + n
+            mean += delta * n / total
+            squares += block_squares + delta * delta * count * n / total
+            count = total
     if count == 0:
         return None, None
-    mean = total / count
-    variance = (squares - count * mean * mean) / (count - 1) if count > 1 else None
-    return mean, (max(variance, 0.0) ** 0.5 if variance is not None else None)
+    return mean, ((squares / (count - 1)) ** 0.5 if count > 1 else None)
 
 
 def _drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates()
 
 
-def _sums(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+def _moments(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     values = frame[column].dropna().to_numpy(dtype=float)
-    return pd.DataFrame({"count": [len(values)], "sum": [values.sum()], "squares": [(values ** 2).sum()]})
+    mean = float(values.mean()) if len(values) else 0.0
+    return pd.DataFrame({"count": [len(values)], "mean": [mean], "squares": [float(((values - mean) ** 2).sum())]})
 
 
 def _keep_split(frame: pd.DataFrame, plan: splits.SplitPlan, split: str) -> pd.DataFrame:

@@ -29,3 +29,10 @@ def test_moments_of_no_values_are_none_and_of_one_value_have_no_spread(ray_sessi
     empty = ray_session.data.from_pandas(pd.DataFrame({"x": [np.nan, np.nan]}))
     assert mean_std(empty, "x") == (None, None)
     assert mean_std(ray_session.data.from_pandas(pd.DataFrame({"x": [4.0]})), "x") == (4.0, None)
+
+
+def test_moments_of_values_far_from_zero_keep_their_spread(ray_session):
+    values = 1e9 + np.arange(1000, dtype=float) % 7  # a sum of squares would cancel to noise here
+    dataset = ray_session.data.from_pandas([pd.DataFrame({"x": values[i:i + 250]}) for i in range(0, 1000, 250)])
+    mean, std = mean_std(dataset, "x")
+    assert mean == pytest.approx(values.mean(), rel=1e-12) and std == pytest.approx(values.std(ddof=1), rel=1e-9)
