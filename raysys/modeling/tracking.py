@@ -238,9 +238,10 @@ def start_run(
         "summary": {}, "model": None, "error": None, "wandb": None,
     }
     run = Run(storage, kind, config, record)
+    run.flush()  # listed at once: W&B's start may take up to WANDB_INIT_TIMEOUT_S on a busy machine
     if tracking.wandb:
         run._start_wandb(tracking, project, record["group"])
-    run.flush()
+        run.flush()
     return run
 
 

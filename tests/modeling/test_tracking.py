@@ -276,3 +276,21 @@ def test_secrets_of_the_config_reach_neither_run_json_nor_wandb(storage):
     assert any(p.suffix == ".wandb" for p in files) and any(p.name == "run.json" for p in files)
     leaks = [str(p) for p in files if any(s.encode() in p.read_bytes() for s in (password, key))]
     assert leaks == []
+
+
+def test_a_run_is_listed_before_wandb_starts(storage, monkeypatch):
+    """W&B's start can take up to its init timeout on a busy machine; the run is on record before it."""
+    from raysys.modeling.tracking import Run
+
+    listed_while_starting = []
+    start_wandb = Run._start_wandb
+
+    def starting(self, *args):
+        listed_while_starting.append([(r["run_id"], r["tags"]) for r in list_runs(self.storage)])
+        start_wandb(self, *args)
+
+    monkeypatch.setattr(Run, "_start_wandb", starting)
+    with start_run(storage, WITH_WANDB, "proj", "monitor", {}, tags=["model:m:v1"]) as run:
+        pass
+    assert listed_while_starting == [[(run.run_id, ["model:m:v1"])]]
+    assert load_run(storage, run.run_id)["wandb"]["mode"] == "offline"  # and W&B's part is recorded after
