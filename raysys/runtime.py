@@ -297,19 +297,38 @@ def environment(extra: dict[str, str]) -> Iterator[None]:
 def tune_ray_data() -> None:
     """Ray Data settings measured to matter here (benchmarks/README.md).
 
-    Numpy-backed pandas batches, which raysys's vectorized code is written for, and Ray Data's
-    first Parquet reader: raysys names every file it reads (a version's manifest lists them), and
-    the newer reader's listing step starts a footer-reading actor per read, about 2 s each time
-    on 2 cores (read of a small version 2.0 → 0.2 s). An operator's RAY_DATA_USE_DATASOURCE_V2
-    wins; with it, one footer actor per read instead of 32.
+    One Parquet footer-reading actor instead of 32 per read (raysys reads small versions
+    often), and numpy-backed pandas batches, which raysys's vectorized code is written for.
+    """
+    from ray.data import DataContext
+
+    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+    DataContext.get_current().enable_arrow_backed_pandas_conversion = False
+
+
+SMALL_READ_ROWS = 100_000
+
+
+@contextlib.contextmanager
+def parquet_reader_for(rows: int) -> Iterator[None]:
+    """Plan a read of ``rows`` rows with Ray Data's first Parquet reader when it is small.
+
+    The default reader (DataSourceV2) starts a footer-reading actor per read: about 2 s each
+    time on 2 cores, where the first reader takes 0.2 s. On large versions the default reads in
+    finer units and was 1.18-1.22x faster at 1M-5M rows (with 1.5-2x the memory), so it keeps
+    them. An operator's RAY_DATA_USE_DATASOURCE_V2 decides every read.
     """
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_arrow_backed_pandas_conversion = False
-    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
-        context.use_datasource_v2 = False
-    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+    if rows > SMALL_READ_ROWS or "RAY_DATA_USE_DATASOURCE_V2" in os.environ:
+        yield
+        return
+    previous, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        yield
+    finally:
+        context.use_datasource_v2 = previous
 
 
 def quiet_logs() -> None:

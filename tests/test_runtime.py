@@ -193,20 +193,22 @@ def test_a_model_becomes_champion_only_below_the_trivial_baselines_loss():
     assert not beats_baseline("binary", {"metrics": {"log_loss": float("nan")}, "baseline": {"log_loss": 0.6}})[0]
 
 
-def test_raysys_reads_parquet_with_ray_datas_first_reader_unless_the_operator_chose(monkeypatch):
+def test_a_small_read_is_planned_with_the_first_parquet_reader_a_large_one_with_the_default(monkeypatch):
     from ray.data import DataContext
 
-    from raysys.runtime import tune_ray_data
+    from raysys.runtime import SMALL_READ_ROWS, parquet_reader_for
 
     context = DataContext.get_current()
     monkeypatch.setattr(context, "use_datasource_v2", True)
     monkeypatch.delenv("RAY_DATA_USE_DATASOURCE_V2", raising=False)
-    tune_ray_data()
-    assert context.use_datasource_v2 is False  # no footer-reading actor per read of a version
-    context.use_datasource_v2 = True
-    monkeypatch.setenv("RAY_DATA_USE_DATASOURCE_V2", "1")
-    tune_ray_data()
+    with parquet_reader_for(SMALL_READ_ROWS):
+        assert context.use_datasource_v2 is False  # no footer-reading actor for a small version
     assert context.use_datasource_v2 is True
+    with parquet_reader_for(SMALL_READ_ROWS + 1):
+        assert context.use_datasource_v2 is True
+    monkeypatch.setenv("RAY_DATA_USE_DATASOURCE_V2", "1")  # the operator's choice, for every read
+    with parquet_reader_for(10):
+        assert context.use_datasource_v2 is True
 
 
 def test_a_training_run_sets_its_controllers_poll_interval_and_keeps_an_operators(monkeypatch):

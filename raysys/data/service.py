@@ -17,7 +17,7 @@ from raysys.data import features, splits, stats
 from raysys.data.ingest import IngestResult, append_rows, run_ingest
 from raysys.data.store import DatasetStore, Manifest
 from raysys.errors import NotFound, RaysysError
-from raysys.runtime import ensure_ray, user_errors
+from raysys.runtime import ensure_ray, parquet_reader_for, user_errors
 from raysys.storage import Storage
 
 FEATURES = "features"
@@ -108,7 +108,8 @@ class DataService:
         if not paths:
             return ray.data.from_arrow(pa.table({c: [] for c in manifest.schema}))
         tasks = {"num_cpus": num_cpus} if num_cpus else {}
-        dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs, **tasks)
+        with parquet_reader_for(manifest.row_count + manifest.quarantined_count):
+            dataset = ray.data.read_parquet(paths, filesystem=self.storage.fs, **tasks)
         if split is None:
             return dataset
         if split not in splits.SPLITS:
