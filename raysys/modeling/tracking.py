@@ -18,6 +18,9 @@ runs are ``production``), named by run id, and a run about a model version carri
 :func:`model_tag`, so a workspace filtered on that tag shows the version from training to production.
 
 Callers create runs on rank 0 only (:func:`is_rank_zero`), never in every Ray Train worker.
+A run ends ``finished`` or ``failed``; a run whose process died before it could say so is marked
+``interrupted`` by the process that takes its place (:func:`interrupt_runs`; the record names
+its ``owner``, host and pid).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -236,6 +240,7 @@ def start_run(
         "config": config, "tags": mask_values(list(tags or [])), "dataset_version": dataset_version,
         "started_at": started.isoformat(timespec="milliseconds"), "ended_at": None,
         "summary": {}, "model": None, "error": None, "wandb": None,
+        "owner": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     run = Run(storage, kind, config, record)
     run.flush()  # listed at once: W&B's start may take up to WANDB_INIT_TIMEOUT_S on a busy machine
@@ -243,6 +248,25 @@ def start_run(
         run._start_wandb(tracking, project, record["group"])
         run.flush()
     return run
+
+
+def interrupt_runs(storage: Storage, kind: str, tag: str, reason: str) -> list[str]:
+    """Mark the running runs of ``kind`` tagged ``tag`` interrupted (their process is gone); their ids.
+
+    Only a caller that knows no live process owns such a run may call it (the monitor actor of an
+    app, of which there is one at a time).
+    """
+    ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    interrupted = []
+    for name in storage.list_dirs(RUNS_DIR):
+        if not name.startswith(f"{kind}-") or not storage.exists(RUNS_DIR, name, "run.json"):
+            continue
+        record = storage.read_json(RUNS_DIR, name, "run.json")
+        if record.get("status") == "running" and tag in record.get("tags", ()):
+            record.update(status="interrupted", ended_at=ended, error=mask_text(reason))
+            storage.write_json(record, RUNS_DIR, name, "run.json")
+            interrupted.append(name)
+    return interrupted
 
 
 def _short(record: dict) -> dict:

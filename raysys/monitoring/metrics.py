@@ -15,13 +15,18 @@ version; Ray's metrics agent exports them on the node's metrics port (``ray.node
 ``WANDB_API_KEY`` is set; :mod:`raysys.modeling.tracking`), in the project's W&B project, group
 ``production``, job type ``monitor``, tagged ``model:<name>:v<N>`` for the champion and every
 version that served in a window (as the training run of that version is), step = window number.
+A run that a killed monitor left ``running`` is marked ``interrupted`` when its successor opens one.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "raysys_monitor_"
 GROUP = "production"
@@ -130,10 +135,14 @@ class WandbExporter:
         self.run.log(flat_window(summary, open_incidents), step=int(summary["seq"]))
 
     def _start(self, app: str, champion: int | None) -> None:
-        from raysys.modeling.tracking import model_tag, start_run
+        from raysys.modeling.tracking import interrupt_runs, model_tag, start_run
 
         self.close()
         cfg = self.system.config
+        stale = interrupt_runs(self.system.storage, "monitor", f"app:{app}",
+                               f"the monitor of app '{app}' ended without finishing this run; pid {os.getpid()} took over")
+        if stale:
+            logger.warning("monitor %s: marked the run(s) of a monitor that died interrupted: %s", app, ", ".join(stale))
         self.run = start_run(self.system.storage, cfg.tracking.model_copy(update={"wandb": cfg.monitor.wandb
                                                                                    and cfg.tracking.wandb}),
                              cfg.project.name, "monitor", {"app": app, "monitor": cfg.monitor.model_dump(mode="json")},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import struct
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 
 from raysys.config import TrackingConfig
 from raysys.errors import NotFound, RaysysError
-from raysys.modeling.tracking import is_rank_zero, list_runs, load_run, start_run
+from raysys.modeling.tracking import interrupt_runs, is_rank_zero, list_runs, load_run, start_run
 from raysys.storage import Storage
 
 LOCAL_ONLY = TrackingConfig(wandb=False)
@@ -294,3 +296,21 @@ def test_a_run_is_listed_before_wandb_starts(storage, monkeypatch):
         pass
     assert listed_while_starting == [[(run.run_id, ["model:m:v1"])]]
     assert load_run(storage, run.run_id)["wandb"]["mode"] == "offline"  # and W&B's part is recorded after
+
+
+def test_runs_a_dead_process_left_running_are_marked_interrupted_and_no_other(storage):
+    """A run records its owner; interrupt_runs ends only running runs of that kind with that tag."""
+    dead = start_run(storage, LOCAL_ONLY, "proj", "monitor", {}, tags=["app:a"])  # never finished
+    done = start_run(storage, LOCAL_ONLY, "proj", "monitor", {}, tags=["app:a"])
+    done.finish()
+    other_app = start_run(storage, LOCAL_ONLY, "proj", "monitor", {}, tags=["app:b"])
+    other_kind = start_run(storage, LOCAL_ONLY, "proj", "train", {}, tags=["app:a"])
+    assert load_run(storage, dead.run_id)["owner"] == {"host": socket.gethostname(), "pid": os.getpid()}
+
+    assert interrupt_runs(storage, "monitor", "app:a", "the monitor died") == [dead.run_id]
+    record = load_run(storage, dead.run_id)
+    assert record["status"] == "interrupted" and record["error"] == "the monitor died" and record["ended_at"]
+    statuses = {r["run_id"]: r["status"] for r in list_runs(storage)}
+    assert statuses == {dead.run_id: "interrupted", done.run_id: "finished",
+                        other_app.run_id: "running", other_kind.run_id: "running"}
+    assert interrupt_runs(storage, "monitor", "app:a", "again") == []  # already ended: left as it is

@@ -63,6 +63,11 @@ def answer_rows(rs) -> int:
     return int((log["_role"] == "answer").sum()) if len(log) else 0
 
 
+def monitor_pids(rs) -> set[int]:
+    """The pids of the processes that opened the monitor runs on record."""
+    return {json.loads(p.read_text())["owner"]["pid"] for p in Path(rs.storage.path("runs")).glob("monitor-*/run.json")}
+
+
 def accounted(rs) -> int:
     """Records in closed windows plus the open window's, from the committed state and window files."""
     store = StateStore(rs.storage, rs.serving.app_name)
@@ -113,6 +118,7 @@ def test_the_actor_counts_windows_exports_metrics_survives_sigkill_and_stops(mon
     status = wait_for(lambda: (s := rs.monitor.status())["windows"] >= 2 and s, "two windows closed")
     assert status["running"] and status["last_window"]["versions"]["1"]["requests"] > 0
 
+    wait_for(lambda: first_pid in monitor_pids(rs), "the first actor's W&B run on record")
     os.kill(first_pid, signal.SIGKILL)  # mid-window: the open window holds records
     second_pid = wait_for(lambda: _pid(ray, handle, first_pid), "the actor restarted by Ray")
     assert second_pid != first_pid
@@ -138,10 +144,15 @@ def test_the_actor_counts_windows_exports_metrics_survives_sigkill_and_stops(mon
     # each window went to W&B (offline): a run in group "production", tagged with the serving version
     from tests.modeling.test_tracking import finished_records, of_type
 
+    # the killed actor's run (if it had opened one) is marked interrupted by its successor; the rest finished
     runs = [json.loads(p.read_text()) for p in Path(rs.storage.path("runs")).glob("monitor-*/run.json")]
     tag = model_tag(rs.models.name, 1)
-    assert runs and all(tag in r["tags"] and r["status"] == "finished" for r in runs), runs
-    (log,) = Path(rs.storage.path("runs"), runs[0]["run_id"]).glob("wandb/offline-run-*/run-*.wandb")
+    assert runs and all(tag in r["tags"] for r in runs), runs
+    assert not [r for r in runs if r["status"] == "running"], runs
+    ours = Counter((r["owner"]["pid"], r["status"]) for r in runs if r["owner"]["pid"] in (first_pid, second_pid))
+    assert set(ours) == {(first_pid, "interrupted"), (second_pid, "finished")}, runs
+    (finished, *_) = [r for r in runs if r["owner"]["pid"] == second_pid]
+    (log,) = Path(rs.storage.path("runs"), finished["run_id"]).glob("wandb/offline-run-*/run-*.wandb")
     records = finished_records(log)
     assert of_type(records, "run")[0].run_group == "production" and of_type(records, "history")
 
