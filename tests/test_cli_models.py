@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from raysys.cli.main import app
@@ -51,6 +53,18 @@ def test_offline_pipeline_and_registry_commands(config, tmp_path):
     assert {r["kind"] for r in runs} == {"train", "evaluate"}
     run = as_json(invoke("runs", "show", ran["run_id"][:14], "-c", config, "--json"))
     assert run["run_id"] == ran["run_id"] and run["history"]
+
+    # a slice column the data lacks: one error line naming it, before Ray starts or a run is recorded
+    cfg = yaml.safe_load(Path(config).read_text())
+    bad = Path(config).with_name("bad-slices.yaml")
+    bad.write_text(yaml.safe_dump({**cfg, "evaluate": {"slices": ["mean_radius", "no such column"]}}))
+    for command in (["evaluate", "--model", "1"], ["train"]):
+        refused = console_script(*command, "-c", str(bad), home=tmp_path / "home")
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode == 1 and len(errors) == 1, refused.stderr[-2000:]
+        assert "evaluate.slices: 'no such column' is not a column of dataset version" in errors[0]
+        assert "mean_radius" in errors[0] and "Traceback" not in refused.stderr  # the columns it has are named
+    assert len(as_json(invoke("runs", "list", "-c", config, "--json"))["runs"]) == len(runs)
 
 
 @pytest.mark.parametrize(

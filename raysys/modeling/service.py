@@ -13,7 +13,7 @@ import pandas as pd
 from raysys.config import SystemConfig
 from raysys.data.service import DataService, FeatureArtifact, distinct_values, map_frames, mean_std
 from raysys.data.store import Manifest
-from raysys.errors import RaysysError
+from raysys.errors import ConfigError, RaysysError
 from raysys.modeling import metrics as metric_fns
 from raysys.modeling.artifacts import TrainSpec, encode_labels
 from raysys.modeling.predict import LoadedModel, model_files, outputs_from_frame, predict_batch
@@ -74,9 +74,10 @@ class ModelService:
         which case ``tune_run`` names the search in the model's lineage); ``lineage`` adds to the
         registered lineage (e.g. a retrain's trigger and parent versions).
         """
-        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
+        self._check_slices(manifest)  # before training, not after it
+        ensure_ray(self.config.ray, self.config.storage)
         artifact = self.data.fit_features(manifest.version)
         from raysys.modeling.train import run_trainer  # Lightning: only where training happens
         from raysys.modeling.tune import apply_params
@@ -181,9 +182,10 @@ class ModelService:
         """Search the configured space with Ray Tune, then retrain the best trial and register it."""
         from raysys.modeling.tune import run_search
 
-        ensure_ray(self.config.ray, self.config.storage)
         manifest = self.data.show(ref)
         label, task = self._label_and_task()
+        self._check_slices(manifest)  # before training, not after it
+        ensure_ray(self.config.ray, self.config.storage)
         artifact = self.data.fit_features(manifest.version)
         spec = self.spec_for(artifact, label, task, {})
         config = self.config.model_dump(mode="json", by_alias=True)
@@ -203,10 +205,11 @@ class ModelService:
 
     def evaluate(self, model: str = "latest", ref: str | None = None, split: str = "test") -> dict[str, Any]:
         """Metrics, the trivial baseline and slice metrics of a registered model on a split."""
-        ensure_ray(self.config.ray, self.config.storage)
         version = self.registry.get(self.name, model)
-        files = self.registry.load_files(version)
         dataset_version = ref or version.lineage.get("dataset_version", "latest")
+        self._check_slices(self.data.show(dataset_version))
+        ensure_ray(self.config.ray, self.config.storage)
+        files = self.registry.load_files(version)
         with start_run(self.storage, self.config.tracking, self.config.project.name, "evaluate",
                        {"model": version.version, "split": split}, dataset_version=dataset_version) as run:
             result = self.evaluate_files(files, dataset_version, split)
@@ -249,6 +252,16 @@ class ModelService:
                 run.log({k: v for k, v in fold.items() if isinstance(v, (int, float))}, step=index)
             run.summary({f"{k}_mean": v["mean"] for k, v in result["summary"].items() if v["mean"] is not None})
         return {"run_id": run.run_id, "dataset_version": manifest.version, **result}
+
+    def _check_slices(self, manifest: Manifest) -> None:
+        """A ConfigError naming the ``evaluate.slices`` columns a dataset version does not have."""
+        missing = [c for c in self.config.evaluate.slices if c not in manifest.schema]
+        if missing:
+            columns = list(manifest.schema)
+            shown = ", ".join(columns[:20]) + (f", … ({len(columns)} in all)" if len(columns) > 20 else "")
+            verb = "is not a column" if len(missing) == 1 else "are not columns"
+            raise ConfigError(f"evaluate.slices: {', '.join(map(repr, missing))} {verb} of dataset version "
+                              f"{manifest.version} (its columns: {shown})")
 
     def _train_labels(self, artifact: FeatureArtifact, spec: TrainSpec) -> np.ndarray:
         train = self.data.read(artifact.version, split="train").select_columns([spec.label]).to_pandas()
