@@ -2,10 +2,14 @@
 
 A key reads ``rsk_<id>_<secret>``: the id (8 hex digits) finds the record, the secret is
 random (:func:`secrets.token_urlsafe`). Only a salted scrypt hash of the whole key is kept, in
-``access/keys.json`` under the storage root (written atomically); the key itself is returned
-once by :meth:`KeyStore.create` and never stored, logged or audited. Roles: ``predict``
+``access/keys/<id>.json`` under the storage root; the key itself is returned once by
+:meth:`KeyStore.create` and never stored, logged or audited. Roles: ``predict``
 (``/v1/predict``, ``/v2/models/*``), ``feedback`` (``/v1/feedback``), ``admin`` (everything).
-Revoking keeps the record (with ``revoked_at``) so the audit trail can name it.
+Revoking adds ``access/revoked/<id>.json`` and keeps the record, so the audit trail can name it.
+
+Nothing is ever rewritten: each file is created once, exclusively (:meth:`Storage.create_json`),
+so two admins creating and revoking keys at the same moment lose neither a key nor a
+revocation. Keys in ``access/keys.json`` (where raysys kept them before) are still read.
 
 The functions above :class:`KeyStore` are pure; the store is the storage edge.
 """
@@ -27,7 +31,10 @@ from raysys.storage import Storage
 
 ROLES = ("predict", "feedback", "admin")
 AUTH_MODES = ("auto", "on", "off")
-KEYS_FILE = ("access", "keys.json")
+KEYS_DIR = ("access", "keys")
+REVOKED_DIR = ("access", "revoked")
+LEGACY_KEYS_FILE = ("access", "keys.json")  # read, never written
+CREATE_ATTEMPTS = 5  # ids are 32 random bits: a second attempt is already rare
 PREFIX = "rsk"
 MAX_KEY_CHARS = 128  # a longer bearer token is refused unread (a real key has 56 characters)
 MAX_NAME_CHARS = 100
@@ -109,16 +116,27 @@ def auth_active(mode: str, keys: list[ApiKey]) -> bool:
     return mode == "on" or (mode == "auto" and any(k.active for k in keys))
 
 
-def parse_keys(document: Any) -> list[ApiKey]:
-    """The records of a ``keys.json`` document."""
-    return [ApiKey(**entry) for entry in document.get("keys", [])]
+def merge_keys(legacy: Any, records: list[dict], revocations: dict[str, dict]) -> list[ApiKey]:
+    """The keys of a legacy ``keys.json`` document and of key files, with their revocations, oldest first."""
+    keys = {entry["id"]: ApiKey(**entry) for entry in [*(legacy or {}).get("keys", []), *records]}
+    for ident, revocation in revocations.items():
+        if ident in keys and keys[ident].active:
+            keys[ident] = replace(keys[ident], revoked_at=revocation["revoked_at"], revoked_by=revocation["revoked_by"])
+    return sorted(keys.values(), key=lambda k: (k.created_at, k.id))
 
 
 def read_keys(storage: Storage) -> list[ApiKey]:
-    """Every stored key, revoked ones included (none before the first ``keys create``)."""
-    if not storage.exists(*KEYS_FILE):
-        return []
-    return parse_keys(storage.read_json(*KEYS_FILE))
+    """Every stored key, revoked ones included; an unreadable file is an error, never a missing key."""
+    legacy = storage.read_json(*LEGACY_KEYS_FILE) if storage.exists(*LEGACY_KEYS_FILE) else None
+    records = [storage.read_json(*KEYS_DIR, name) for name in _json_names(storage, KEYS_DIR)]
+    revocations = {name.removesuffix(".json"): storage.read_json(*REVOKED_DIR, name)
+                   for name in _json_names(storage, REVOKED_DIR)}
+    return merge_keys(legacy, records, revocations)
+
+
+def _json_names(storage: Storage, parts: tuple[str, ...]) -> list[str]:
+    """The names of the ``.json`` files under a directory (not a writer's temporary files)."""
+    return sorted(info.base_name for info in storage.list_files(*parts) if info.base_name.endswith(".json"))
 
 
 class KeyStore:
@@ -129,9 +147,14 @@ class KeyStore:
 
     def create(self, role: str, name: str = "", actor: str | None = None) -> dict[str, Any]:
         """A new key: its record and, this once, the key itself (``key``)."""
-        keys, who = read_keys(self.storage), actor or getpass.getuser()
-        record, text = new_key(role, name, who, datetime.now(timezone.utc), {k.id for k in keys})
-        self._save([*keys, record])
+        taken, who = {k.id for k in read_keys(self.storage)}, actor or getpass.getuser()
+        for _ in range(CREATE_ATTEMPTS):
+            record, text = new_key(role, name, who, datetime.now(timezone.utc), taken)
+            if self.storage.create_json(asdict(record), *KEYS_DIR, f"{record.id}.json"):
+                break
+            taken.add(record.id)  # created by someone else meanwhile
+        else:
+            raise RaysysError(f"no free key id after {CREATE_ATTEMPTS} attempts; try again")
         audit.record(self.storage, "keys.create", {"key_id": record.id, "name": record.name, "role": role},
                      actor=who)
         return {**record.public(), "key": text}
@@ -149,10 +172,9 @@ class KeyStore:
         if not found.active:
             raise RaysysError(f"id: key {ident!r} was already revoked at {found.revoked_at}")
         revoked = replace(found, revoked_at=datetime.now(timezone.utc).isoformat(), revoked_by=who)
-        self._save([revoked if k.id == ident else k for k in keys])
+        revocation = {"revoked_at": revoked.revoked_at, "revoked_by": who}
+        if not self.storage.create_json(revocation, *REVOKED_DIR, f"{ident}.json"):
+            raise RaysysError(f"id: key {ident!r} was already revoked (just now, by another caller)")
         audit.record(self.storage, "keys.revoke", {"key_id": ident, "name": found.name, "role": found.role},
                      actor=who)
         return revoked.public()
-
-    def _save(self, keys: list[ApiKey]) -> None:
-        self.storage.write_json({"keys": [asdict(k) for k in keys]}, *KEYS_FILE)

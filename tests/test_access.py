@@ -8,12 +8,17 @@ created and revoked keys within ``refresh_s``.
 from __future__ import annotations
 
 import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from starlette.requests import Request
 
 from raysys import audit
-from raysys.access import ROLES, KeyStore, allows, auth_active, key_id, read_keys, verify
+from raysys.access import ROLES, KeyStore, allows, auth_active, key_id, new_key, read_keys, verify
 from raysys.config import ServeConfig
 from raysys.errors import NotFound, RaysysError
 from raysys.serving.auth import Guard, bearer_token
@@ -24,6 +29,12 @@ from raysys.storage import Storage
 @pytest.fixture
 def store(tmp_path) -> KeyStore:
     return KeyStore(Storage.open(str(tmp_path / "root")))
+
+
+def access_files(storage: Storage) -> dict[str, bytes]:
+    """Every file the key store wrote, by path under ``access/``."""
+    root = Path(storage.path("access"))
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def every_byte(root) -> bytes:
@@ -69,10 +80,10 @@ def test_revoking_marks_the_key_and_audits_it(store):
 ])
 def test_a_bad_request_is_an_error_naming_the_field_and_changes_nothing(store, mistake, error, field):
     before = store.create("predict")
-    stored = store.storage.read_bytes("access", "keys.json")
+    stored = access_files(store.storage)
     with pytest.raises(error, match=f"^{field}: "):
         mistake(store)
-    assert store.storage.read_bytes("access", "keys.json") == stored
+    assert access_files(store.storage) == stored
     assert store.list() == [{k: v for k, v in before.items() if k != "key"}]
     assert [e["action"] for e in audit.read_audit(store.storage, "keys.")] == ["keys.create"]
 
@@ -80,10 +91,10 @@ def test_a_bad_request_is_an_error_naming_the_field_and_changes_nothing(store, m
 def test_revoking_twice_is_an_error_and_changes_nothing(store):
     ident = store.create("predict")["id"]
     store.revoke(ident)
-    stored = store.storage.read_bytes("access", "keys.json")
+    stored = access_files(store.storage)
     with pytest.raises(RaysysError, match=f"^id: key '{ident}' was already revoked"):
         store.revoke(ident)
-    assert store.storage.read_bytes("access", "keys.json") == stored
+    assert access_files(store.storage) == stored
     assert len(audit.read_audit(store.storage, "keys.revoke")) == 1
 
 
@@ -173,9 +184,61 @@ def test_auth_on_without_keys_refuses_and_off_never_asks(store):
     assert status_of(Guard(store.storage, "off"), "Bearer nonsense") is None
 
 
-def test_an_unreadable_keys_file_refuses_rather_than_opens(store):
-    store.storage.write_bytes(b"{not json", "access", "keys.json")
+@pytest.mark.parametrize("where", [("keys", "0000beef.json"), ("revoked", "0000beef.json"), ("keys.json",)])
+def test_an_unreadable_keys_file_refuses_rather_than_opens(store, where):
+    store.storage.write_bytes(b"{not json", "access", *where)
+    with pytest.raises(ValueError):
+        read_keys(store.storage)
     assert status_of(Guard(store.storage, "auto"), None) == 401
+
+
+def test_concurrent_creates_and_a_revoke_lose_neither_a_key_nor_the_revocation(store):
+    """Two admins at once: every created key is stored and the revocation holds (nothing is rewritten)."""
+    victim = store.create("admin")["id"]
+    with ThreadPoolExecutor(8) as pool:
+        revoking = pool.submit(store.revoke, victim)
+        created = list(pool.map(lambda i: store.create("predict", name=f"k{i}"), range(16)))
+    revoking.result()
+    keys = {k.id: k for k in read_keys(store.storage)}
+    assert set(keys) == {victim, *(c["id"] for c in created)}
+    assert not keys[victim].active
+    assert all(keys[c["id"]].active and verify(keys[c["id"]], c["key"]) for c in created)
+    assert len(audit.read_audit(store.storage, "keys.create")) == 17
+
+
+def test_a_key_revoked_by_two_callers_at_once_is_revoked_once(store):
+    ident = store.create("predict")["id"]
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda _: _outcome(store.revoke, ident), range(4)))
+    assert sorted(outcomes) == ["already revoked"] * 3 + ["revoked"], outcomes
+    assert len(audit.read_audit(store.storage, "keys.revoke")) == 1
+
+
+def _outcome(call, *args) -> str:
+    try:
+        call(*args)
+    except RaysysError as error:
+        assert "already revoked" in str(error)
+        return "already revoked"
+    return "revoked"
+
+
+def test_keys_in_the_former_single_file_still_open_and_can_be_revoked(store):
+    """Keys kept in ``access/keys.json`` by earlier raysys are read, and revoked without rewriting it."""
+    now = datetime.now(timezone.utc)
+    (old, old_key), (gone, gone_key) = (new_key("predict", name, "ana", now, set()) for name in ("old", "gone"))
+    gone = gone.__class__(**{**asdict(gone), "revoked_at": now.isoformat(), "revoked_by": "ana"})
+    store.storage.write_bytes(json.dumps({"keys": [asdict(old), asdict(gone)]}).encode(), "access", "keys.json")
+    legacy = store.storage.read_bytes("access", "keys.json")
+    assert {k["name"]: k["revoked_at"] is None for k in store.list()} == {"old": True, "gone": False}
+    guard = Guard(store.storage, "auto", refresh_s=2.0, clock=(clock := Clock()))
+    assert status_of(guard, f"Bearer {old_key}") == "predict" and status_of(guard, f"Bearer {gone_key}") == 401
+    admin = store.create("admin")["key"]  # a new key beside them (auth stays on after the revocation)
+    store.revoke(old.id)
+    clock.now = 2.0
+    assert status_of(guard, f"Bearer {old_key}") == 401 and status_of(guard, f"Bearer {admin}") == "admin"
+    assert {k["name"]: k["revoked_at"] is None for k in store.list()} == {"old": False, "gone": False, "admin-" + admin[4:12]: True}
+    assert store.storage.read_bytes("access", "keys.json") == legacy
 
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", "Token abc", "abc"])

@@ -1,10 +1,11 @@
 """The request guard of a replica: ``Authorization: Bearer <key>`` against the stored keys.
 
 Each replica holds a :class:`Guard` (``server.guard``) built from the replica settings
-(``serve.auth``, ``serve.auth_refresh_s``). It reads ``access/keys.json`` when it is older than
-``refresh_s`` (so keys created or revoked are seen within that time, without a restart), and
-remembers the keys it verified by a fast digest, so the slow hash runs once per key and replica;
-a key whose id is unknown is refused without hashing. A refusal is a
+(``serve.auth``, ``serve.auth_refresh_s``). It reads the stored keys
+(:func:`raysys.access.read_keys`) when its copy is older than ``refresh_s`` (so keys created or
+revoked are seen within that time, without a restart), and remembers the keys it verified by a
+fast digest, so the slow hash runs once per key and replica; a key whose id is unknown is
+refused without hashing. A refusal is a
 :class:`~raysys.serving.payloads.RequestError`: 401 for no key, a malformed header, an unknown or
 revoked key; 403 for a valid key of the wrong role; ``field`` is ``authorization``.
 """
@@ -125,7 +126,7 @@ class Guard:
         try:
             keys = read_keys(self.storage)
         except Exception as error:  # noqa: BLE001 - serve on with the keys last read
-            logger.warning("access/keys.json unreadable, keeping the keys last read: %s", type(error).__name__)
+            logger.warning("the stored API keys are unreadable, keeping the keys last read: %s", type(error).__name__)
         else:
             self._by_id = {k.id: k for k in keys}
             self._active = auth_active(self.mode, keys)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.serving.test_server import raw_rows
+from tests.test_access import access_files
 from tests.user_shell import BIN, clean_env
 
 REFRESH_S = 2.0  # serve.auth_refresh_s (default)
@@ -129,12 +130,12 @@ def test_a_key_revoked_with_the_cli_is_refused_without_a_restart(served, keys, t
 
 def test_the_cli_refuses_bad_input_and_changes_nothing(served, keys, tmp_path):
     rs, _ = served
-    before = rs.storage.read_bytes("access", "keys.json")
+    before = access_files(rs.storage)
     for args, message in [(("create", "--role", "root"), "role: 'root' is not a role"),
                           (("revoke", "0000beef"), "id: no key '0000beef'")]:
         done = raysys(rs, tmp_path, "keys", *args)
         assert done.returncode == 1 and f"error: {message}" in done.stderr, done.stderr
-    assert rs.storage.read_bytes("access", "keys.json") == before
+    assert access_files(rs.storage) == before
     listed = json.loads(raysys(rs, tmp_path, "keys", "list", "--json").stdout)["keys"]
     assert [k["id"] for k in listed if k["id"] in keys["ids"]] == keys["ids"]
     assert all("key" not in k and "hash" not in k and "salt" not in k for k in listed)
