@@ -353,5 +353,5 @@ def _releases_md(data: dict[str, Any]) -> list[str]:
     if not releases["alias_moves"]:
         return lines + ["None."]
     return lines + _table(["at", "alias", "from", "to", "by", "reason"],
-                          [[m["at"], m["alias"], m["from_version"] and f"v{m['from_version']}", f"v{m['to_version']}",
+                          [[m["at"], m["alias"], m["from_version"] and f"v{m['from_version']}", f"v{m['to_version']}" if m["to_version"] is not None else "removed",
                             m["actor"], m["reason"]] for m in releases["alias_moves"]])

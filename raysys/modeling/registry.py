@@ -37,9 +37,17 @@ CREATE TABLE IF NOT EXISTS model_files (name TEXT NOT NULL, version INTEGER NOT 
 CREATE TABLE IF NOT EXISTS aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
     version INTEGER NOT NULL, PRIMARY KEY (name, alias));
 CREATE TABLE IF NOT EXISTS alias_history (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER NOT NULL,
+    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER,
     actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
 """
+NULLABLE_TO_VERSION = """CREATE TABLE alias_history_new (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
+INSERT INTO alias_history_new SELECT * FROM alias_history;
+DROP TABLE alias_history;
+ALTER TABLE alias_history_new RENAME TO alias_history;
+"""
+"""A registry made before aliases could be removed: ``to_version`` may now be NULL (removed)."""
 
 
 class _Record:
@@ -75,12 +83,12 @@ class ModelVersion(_Record):
 
 @dataclass
 class AliasMove(_Record):
-    """One recorded move of an alias: who moved it, when, why, from which version to which."""
+    """One recorded move of an alias: who moved it, when, why, from which version to which (None: removed)."""
 
     name: str
     alias: str
     from_version: int | None
-    to_version: int
+    to_version: int | None
     actor: str
     reason: str
     at: str
@@ -128,6 +136,21 @@ def _set_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")  # a last try, raising its error
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a registry made by an earlier raysys to the current schema (in one write transaction)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1]: row for row in conn.execute("PRAGMA table_info(alias_history)")}
+        if columns["to_version"][3]:  # notnull: made before aliases could be removed
+            for statement in NULLABLE_TO_VERSION.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _dumps(value: Any) -> str:
     """JSON, with numpy/torch values as Python numbers and lists, anything else as a string."""
     return json.dumps(value, sort_keys=True,
@@ -155,6 +178,7 @@ class ModelRegistry:
         if not self._ready:
             _set_wal(conn)
             conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            _migrate(conn)
             self._ready = True
         return conn
 
@@ -277,6 +301,19 @@ class ModelRegistry:
             conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
             conn.execute("INSERT INTO alias_history VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)",
                          astuple(move))
+        return move
+
+    def remove_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str) -> AliasMove | None:
+        """Remove ``alias`` if it still points at ``version`` and record it; None (nothing changes) otherwise."""
+        from raysys.secrets import mask_text
+
+        with self._transaction() as conn:
+            old = conn.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            if not old or old[0] != int(version):
+                return None
+            move = AliasMove(name, alias, old[0], None, actor, mask_text(reason), datetime.now(timezone.utc).isoformat())
+            conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+            conn.execute("INSERT INTO alias_history VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)", astuple(move))
         return move
 
     def aliases(self, name: str) -> dict[str, int]:

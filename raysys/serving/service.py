@@ -171,9 +171,11 @@ class ServingService:
         if current is None or new.champion != current.champion:
             registry.set_alias(name, "champion", new.champion, actor=who, reason=reason)
         for alias in ("challenger", "shadow"):
-            version = getattr(new, alias)
-            if version is not None and (current is None or getattr(current, alias) != version):
+            version, before = getattr(new, alias), current and getattr(current, alias)
+            if version is not None and before != version:
                 registry.set_alias(name, alias, version, actor=who, reason=reason)
+            elif version is None and before is not None:  # the version left that role: so does the alias
+                registry.remove_alias(name, alias, before, actor=who, reason=reason)
 
     # ------------------------------------------------------------------ feedback
 

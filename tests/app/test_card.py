@@ -166,6 +166,10 @@ def test_the_card_shows_production_history_incidents_and_releases(production, ca
     assert "v1 champion, v2 canary 50%" in releases
     moves = [m for m in rs.models.registry.alias_history(rs.models.name) if 1 in (m.from_version, m.to_version)]
     assert moves and all(f"| {m.at} | {m.alias} |" in releases for m in moves)
+    # v2's canary was rolled back: its card shows the challenger alias set, then removed
+    rejected = section(rs.card("2").markdown, "Releases and rollbacks")
+    assert "| challenger |  | v2 | test | try v2 |" in rejected, rejected
+    assert "| challenger | v2 | removed | test | v2 is worse |" in rejected, rejected
 
 
 def test_a_version_that_never_served_says_so_and_an_unknown_version_is_named(production, card):
@@ -202,9 +206,11 @@ def test_a_versions_training_run_and_its_production_monitoring_share_its_model_t
     assert (monitor["group"], monitor["job_type"]) == ("production", "monitor")
     assert model_tag(rs.models.name, 2) in monitor["tags"]  # the canary served in this run's windows too
     assert model_tag(rs.models.name, 2) not in training["tags"]
-    evaluations = [offline_run(rs, r["run_id"]) for r in rs.models.runs()  # the card's evaluation of v1
-                   if r["kind"] == "evaluate" and r["status"] == "finished"]
-    assert evaluations and all(e["group"] == "evaluation" and tag in e["tags"] for e in evaluations)
+    evaluations = {r["run_id"]: r["model"] for r in rs.models.runs() if r["kind"] == "evaluate" and r["status"] == "finished"}
+    assert f"{rs.models.name}:v1" in evaluations.values()  # the card's evaluation of v1 (other cards evaluate theirs)
+    for run_id, model in evaluations.items():
+        evaluation = offline_run(rs, run_id)
+        assert evaluation["group"] == "evaluation" and f"model:{model}" in evaluation["tags"], (model, evaluation)
 
 
 # --------------------------------------------------------------------------- CLI

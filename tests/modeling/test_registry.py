@@ -132,6 +132,42 @@ def test_aliases_move_atomically_with_history(root: Path, registry: ModelRegistr
     assert history[0].at <= history[-1].at
 
 
+def test_an_alias_is_removed_only_from_the_version_it_still_points_at(registry: ModelRegistry):
+    for _ in range(2):
+        register(registry, "m")
+    registry.set_alias("m", "challenger", 1, actor="bob", reason="candidate")
+    assert registry.remove_alias("m", "challenger", 2, actor="eve", reason="stale view") is None
+    assert registry.remove_alias("m", "shadow", 1, actor="eve", reason="never set") is None
+    removed = registry.remove_alias("m", "challenger", 1, actor="carol", reason="rolled back")
+    assert (removed.from_version, removed.to_version, removed.actor) == (1, None, "carol")
+    assert registry.aliases("m") == {} and registry.get("m", 1).aliases == []
+    assert [(h.alias, h.from_version, h.to_version) for h in registry.alias_history("m")] == [
+        ("challenger", None, 1), ("challenger", 1, None)]
+    with pytest.raises(NotFound, match="alias 'challenger'"):
+        registry.get("m", "challenger")
+
+
+def test_a_registry_made_before_aliases_could_be_removed_keeps_its_history(root: Path):
+    """The former schema (alias_history.to_version NOT NULL) is migrated on first use, rows kept."""
+    old = ModelRegistry(Storage.open(str(root)))
+    register(old, "m")
+    old.set_alias("m", "challenger", 1, actor="bob", reason="candidate")
+    with sqlite3.connect(old.db_path) as conn:  # rebuild the table as the former schema had it
+        conn.executescript("""
+            CREATE TABLE former (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL,
+                from_version INTEGER, to_version INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
+                at TEXT NOT NULL);
+            INSERT INTO former SELECT * FROM alias_history; DROP TABLE alias_history;
+            ALTER TABLE former RENAME TO alias_history;""")
+    reopened = ModelRegistry(Storage.open(str(root)))
+    assert reopened.remove_alias("m", "challenger", 1, actor="carol", reason="rolled back")
+    assert [(h.alias, h.from_version, h.to_version, h.actor) for h in reopened.alias_history("m")] == [
+        ("challenger", None, 1, "bob"), ("challenger", 1, None, "carol")]
+    reopened.set_alias("m", "champion", 1, actor="dan", reason="first")  # ids go on after the old rows
+    with sqlite3.connect(reopened.db_path) as conn:
+        assert [row[0] for row in conn.execute("SELECT id FROM alias_history ORDER BY id")] == [1, 2, 3]
+
+
 def test_alias_on_unknown_version_changes_nothing(registry: ModelRegistry):
     register(registry, "m")
     registry.set_alias("m", "champion", 1, actor="alice", reason="initial")

@@ -55,6 +55,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted_with_the_evidence
         assert verdict.action == "rollback" and verdict.evidence["rule"] == "quality"
         rolled = apply_release(rs, release.decide(verdict, time.time()))
         assert rolled.phase == "rolled_back" and rs.serving.plan().challenger is None
+        assert "challenger" not in rs.models.registry.aliases(rs.models.name)  # a rejected version is no challenger
         assert rs.serving.plan().champion == champion
         event = [e for e in read_audit(rs.storage, "monitor.release.rollback") if e["incident"] == "inc-release"][-1]
         assert event["actor"] == "raysys-monitor" and event["decision"] == "rollback" and event["moved"]

@@ -71,12 +71,14 @@ def test_every_move_under_load_has_zero_failed_requests(served):
 
         serving.promote(reason="v2 is good")
         assert load.answering() == {2}
-        assert registry.aliases(name)["champion"] == 2
+        assert registry.aliases(name)["champion"] == 2 and "challenger" not in registry.aliases(name)
 
         serving.deploy("1", "shadow")
         assert load.answering() == {2}  # the shadow never answers
+        assert registry.aliases(name)["shadow"] == 1
 
         serving.rollback(reason="drop the shadow")
+        assert "shadow" not in registry.aliases(name)  # the alias follows the role
         serving.rollback(reason="back to v1")  # no canary/shadow left: the previous champion
         assert load.answering() == {1}
 
