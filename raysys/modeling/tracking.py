@@ -18,9 +18,10 @@ runs are ``production``), named by run id, and a run about a model version carri
 :func:`model_tag`, so a workspace filtered on that tag shows the version from training to production.
 
 Callers create runs on rank 0 only (:func:`is_rank_zero`), never in every Ray Train worker.
-A run ends ``finished`` or ``failed``; a run whose process died before it could say so is marked
-``interrupted`` by the process that takes its place (:func:`interrupt_runs`; the record names
-its ``owner``, host and pid).
+A run ends ``finished`` or ``failed``. A run whose process died before it could say so reads as
+``interrupted``: when listed or loaded on the host it ran on and its pid is gone (the record names
+its ``owner``, host and pid), and once the process that takes its place marks it so
+(:func:`interrupt_runs`, the monitor's, which may run on another node).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from raysys.secrets import mask_config, mask_text, mask_values
 from raysys.storage import Storage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from typing_extensions import Self
@@ -269,6 +271,32 @@ def interrupt_runs(storage: Storage, kind: str, tag: str, reason: str) -> list[s
     return interrupted
 
 
+def as_read(record: dict, host: str, alive: Callable[[int], bool]) -> dict:
+    """The record as a reader on ``host`` sees it: ``running`` with its owner's pid gone there is ``interrupted``."""
+    owner = record.get("owner") or {}
+    if record.get("status") != "running" or owner.get("host") != host or not isinstance(owner.get("pid"), int):
+        return record
+    if alive(owner["pid"]):
+        return record
+    return {**record, "status": "interrupted", "error": record.get("error") or
+            f"its process (pid {owner['pid']} on {host}) ended without finishing the run"}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read(storage: Storage, run_id: str) -> dict:
+    return as_read(storage.read_json(RUNS_DIR, run_id, "run.json"), socket.gethostname(), pid_alive)
+
+
 def _short(record: dict) -> dict:
     """The short form of a run record, for listings."""
     keys = ("run_id", "kind", "status", "started_at", "ended_at", "dataset_version", "tags")
@@ -279,8 +307,7 @@ def _short(record: dict) -> dict:
 
 def list_runs(storage: Storage) -> list[dict]:
     """All runs, newest first, in short form."""
-    records = [storage.read_json(RUNS_DIR, name, "run.json") for name in storage.list_dirs(RUNS_DIR)
-               if storage.exists(RUNS_DIR, name, "run.json")]
+    records = [_read(storage, name) for name in storage.list_dirs(RUNS_DIR) if storage.exists(RUNS_DIR, name, "run.json")]
     records.sort(key=lambda r: (r.get("started_at") or "", r["run_id"]), reverse=True)
     return [_short(r) for r in records]
 
@@ -301,6 +328,6 @@ def resolve_run_id(storage: Storage, run_id: str) -> str:
 def load_run(storage: Storage, run_id: str) -> dict:
     """A run's record plus its metrics history (``history``), by id or unique prefix."""
     run_id = resolve_run_id(storage, run_id)
-    record = storage.read_json(RUNS_DIR, run_id, "run.json")
+    record = _read(storage, run_id)
     lines = storage.read_bytes(RUNS_DIR, run_id, "metrics.jsonl").decode().splitlines()
     return {**record, "history": [json.loads(line) for line in lines if line.strip()]}

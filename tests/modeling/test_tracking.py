@@ -17,7 +17,14 @@ import pytest
 
 from raysys.config import TrackingConfig
 from raysys.errors import NotFound, RaysysError
-from raysys.modeling.tracking import interrupt_runs, is_rank_zero, list_runs, load_run, start_run
+from raysys.modeling.tracking import (
+    as_read,
+    interrupt_runs,
+    is_rank_zero,
+    list_runs,
+    load_run,
+    start_run,
+)
 from raysys.storage import Storage
 
 LOCAL_ONLY = TrackingConfig(wandb=False)
@@ -314,3 +321,37 @@ def test_runs_a_dead_process_left_running_are_marked_interrupted_and_no_other(st
     assert statuses == {dead.run_id: "interrupted", done.run_id: "finished",
                         other_app.run_id: "running", other_kind.run_id: "running"}
     assert interrupt_runs(storage, "monitor", "app:a", "again") == []  # already ended: left as it is
+
+
+def test_a_run_whose_process_was_killed_reads_as_interrupted_on_its_host(storage):
+    """A driver SIGKILLed mid-run cannot finish its record; readers on its host see it interrupted."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from raysys.config import TrackingConfig
+        from raysys.modeling.tracking import start_run
+        from raysys.storage import Storage
+        run = start_run(Storage.open({str(storage.uri)!r}), TrackingConfig(wandb=False), "proj", "train", {{}})
+        run.log({{"loss": 1.0}})
+        print(run.run_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr
+    run_id = killed.stdout.strip()
+    alive = start_run(storage, LOCAL_ONLY, "proj", "train", {})  # this process: still running
+    statuses = {r["run_id"]: r["status"] for r in list_runs(storage)}
+    assert statuses == {run_id: "interrupted", alive.run_id: "running"}
+    loaded = load_run(storage, run_id)
+    assert loaded["status"] == "interrupted" and "ended without finishing" in loaded["error"]
+    assert loaded["history"] == [{"step": 0, "loss": 1.0}]
+    assert storage.read_json("runs", run_id, "run.json")["status"] == "running"  # reading rewrites nothing
+
+
+def test_only_a_running_record_of_this_host_with_its_pid_gone_reads_as_interrupted():
+    record = {"status": "running", "error": None, "owner": {"host": "a", "pid": 7}}
+    gone, there = (lambda pid: False), (lambda pid: True)
+    assert as_read(record, "a", gone)["status"] == "interrupted"
+    assert as_read(record, "a", there) is record
+    assert as_read(record, "b", gone) is record  # another host's process cannot be checked from here
+    assert as_read({**record, "status": "finished"}, "a", gone)["status"] == "finished"
+    assert as_read({"status": "running"}, "a", gone)["status"] == "running"  # a record from before owners
