@@ -136,19 +136,25 @@ def _set_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")  # a last try, raising its error
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a registry made by an earlier raysys to the current schema (in one write transaction)."""
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring those of an earlier raysys to this schema, in one write transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        _execute_all(conn, SCHEMA)
         columns = {row[1]: row for row in conn.execute("PRAGMA table_info(alias_history)")}
         if columns["to_version"][3]:  # notnull: made before aliases could be removed
-            for statement in NULLABLE_TO_VERSION.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _execute_all(conn, NULLABLE_TO_VERSION)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of a script (no ``;`` inside a literal) in the current transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _dumps(value: Any) -> str:
@@ -177,8 +183,7 @@ class ModelRegistry:
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # busy timeout
         if not self._ready:
             _set_wal(conn)
-            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-            _migrate(conn)
+            _create_tables(conn)
             self._ready = True
         return conn
 
