@@ -212,14 +212,14 @@ def test_a_small_read_is_planned_with_the_first_parquet_reader_a_large_one_with_
 
 
 def test_a_training_run_sets_its_controllers_poll_interval_and_keeps_an_operators(monkeypatch):
-    from raysys.modeling.train import POLL_ENV, _controller_poll
+    from raysys.modeling.train import POLL_ENV, controller_poll
 
     monkeypatch.delenv(POLL_ENV, raising=False)
-    with _controller_poll(0.25):
+    with controller_poll(0.25):
         assert os.environ[POLL_ENV] == "0.25"  # Ray Train reads it when fit starts its controller
     assert POLL_ENV not in os.environ
     monkeypatch.setenv(POLL_ENV, "5")
-    with _controller_poll(0.25):
+    with controller_poll(0.25):
         assert os.environ[POLL_ENV] == "5"
     assert os.environ[POLL_ENV] == "5"
 

@@ -213,7 +213,7 @@ def run_trainer(spec: TrainSpec, datasets: dict[str, Any], cfg: TrainConfig, sto
         ),
         datasets=datasets,
     )
-    with _sigint_restored(), _controller_poll(cfg.poll_s):
+    with _sigint_restored(), controller_poll(cfg.poll_s):
         result = trainer.fit()
     if result.error or not result.return_value:
         raise RaysysError(f"training failed: {_first_line(result.error)}")
@@ -228,7 +228,7 @@ def run_trainer(spec: TrainSpec, datasets: dict[str, Any], cfg: TrainConfig, sto
 
 
 @contextlib.contextmanager
-def _controller_poll(seconds: float) -> Iterator[None]:
+def controller_poll(seconds: float) -> Iterator[None]:
     """Let the run's controller poll its workers every ``seconds`` (``train.poll_s``).
 
     A worker's ``ray.train.report`` blocks until the controller's next poll takes the result, so

@@ -71,17 +71,19 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], datasets: dict[str, 
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raysys.modeling.train import train_loop
+    from raysys.modeling.train import controller_poll, train_loop
 
     trial_spec = apply_params(TrainSpec(**spec), params)
-    TorchTrainer(
+    trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": asdict(trial_spec)},
         scaling_config=ScalingConfig(**scaling),
         run_config=RunConfig(name=f"trial-{tune.get_context().get_trial_id()}", storage_path=storage_path,
                              callbacks=[TuneReportCallback()]),
         datasets=datasets,
-    ).fit()
+    )
+    with controller_poll(trial_spec.train["poll_s"]):  # in the trial's process: the driver's setting is not here
+        trainer.fit()
 
 
 def run_search(cfg: TuneConfig, spec: TrainSpec, datasets: dict[str, Any], storage_path: str, name: str) -> dict[str, Any]:
