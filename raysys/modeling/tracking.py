@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from raysys import staging
 from raysys.config import TrackingConfig
 from raysys.errors import NotFound, RaysysError
 from raysys.secrets import mask_config, mask_text, mask_values
@@ -242,7 +242,7 @@ def start_run(
         "config": config, "tags": mask_values(list(tags or [])), "dataset_version": dataset_version,
         "started_at": started.isoformat(timespec="milliseconds"), "ended_at": None,
         "summary": {}, "model": None, "error": None, "wandb": None,
-        "owner": {"host": socket.gethostname(), "pid": os.getpid()},
+        "owner": staging.owner_record(),  # pid, host and start: a reused pid is not the owner
     }
     run = Run(storage, kind, config, record)
     run.flush()  # listed at once: W&B's start may take up to WANDB_INIT_TIMEOUT_S on a busy machine
@@ -260,8 +260,8 @@ def interrupt_runs(storage: Storage, kind: str, tag: str, reason: str) -> list[s
     """
     ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     interrupted = []
-    for name in storage.list_dirs(RUNS_DIR):
-        if not name.startswith(f"{kind}-") or not storage.exists(RUNS_DIR, name, "run.json"):
+    for name in _run_ids(storage):
+        if not name.startswith(f"{kind}-"):
             continue
         record = storage.read_json(RUNS_DIR, name, "run.json")
         if record.get("status") == "running" and tag in record.get("tags", ()):
@@ -271,30 +271,22 @@ def interrupt_runs(storage: Storage, kind: str, tag: str, reason: str) -> list[s
     return interrupted
 
 
-def as_read(record: dict, host: str, alive: Callable[[int], bool]) -> dict:
-    """The record as a reader on ``host`` sees it: ``running`` with its owner's pid gone there is ``interrupted``."""
-    owner = record.get("owner") or {}
-    if record.get("status") != "running" or owner.get("host") != host or not isinstance(owner.get("pid"), int):
-        return record
-    if alive(owner["pid"]):
+def as_read(record: dict, owner_status: Callable[[Any], str]) -> dict:
+    """The record as a reader sees it: ``running`` with its owner ``gone`` (:func:`staging.owner_status`) is ``interrupted``."""
+    owner = record.get("owner")
+    if record.get("status") != "running" or owner is None or owner_status(owner) != "gone":
         return record
     return {**record, "status": "interrupted", "error": record.get("error") or
-            f"its process (pid {owner['pid']} on {host}) ended without finishing the run"}
+            f"its process (pid {owner.get('pid')} on {owner.get('host')}) ended without finishing the run"}
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (one we may not signal counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _run_ids(storage: Storage) -> list[str]:
+    """The runs on record (a directory with its ``run.json``)."""
+    return [name for name in storage.list_dirs(RUNS_DIR) if storage.exists(RUNS_DIR, name, "run.json")]
 
 
 def _read(storage: Storage, run_id: str) -> dict:
-    return as_read(storage.read_json(RUNS_DIR, run_id, "run.json"), socket.gethostname(), pid_alive)
+    return as_read(storage.read_json(RUNS_DIR, run_id, "run.json"), staging.owner_status)
 
 
 def _short(record: dict) -> dict:
@@ -307,14 +299,14 @@ def _short(record: dict) -> dict:
 
 def list_runs(storage: Storage) -> list[dict]:
     """All runs, newest first, in short form."""
-    records = [_read(storage, name) for name in storage.list_dirs(RUNS_DIR) if storage.exists(RUNS_DIR, name, "run.json")]
+    records = [_read(storage, name) for name in _run_ids(storage)]
     records.sort(key=lambda r: (r.get("started_at") or "", r["run_id"]), reverse=True)
     return [_short(r) for r in records]
 
 
 def resolve_run_id(storage: Storage, run_id: str) -> str:
     """The full run id for an id or a unique prefix of one."""
-    names = [n for n in storage.list_dirs(RUNS_DIR) if storage.exists(RUNS_DIR, n, "run.json")]
+    names = _run_ids(storage)
     if run_id in names:
         return run_id
     matches = [n for n in names if run_id and n.startswith(run_id)]

@@ -25,6 +25,7 @@ from raysys.modeling.tracking import (
     load_run,
     start_run,
 )
+from raysys.staging import process_start
 from raysys.storage import Storage
 
 LOCAL_ONLY = TrackingConfig(wandb=False)
@@ -312,7 +313,8 @@ def test_runs_a_dead_process_left_running_are_marked_interrupted_and_no_other(st
     done.finish()
     other_app = start_run(storage, LOCAL_ONLY, "proj", "monitor", {}, tags=["app:b"])
     other_kind = start_run(storage, LOCAL_ONLY, "proj", "train", {}, tags=["app:a"])
-    assert load_run(storage, dead.run_id)["owner"] == {"host": socket.gethostname(), "pid": os.getpid()}
+    owner = load_run(storage, dead.run_id)["owner"]
+    assert (owner["host"], owner["pid"], owner["started"]) == (socket.gethostname(), os.getpid(), process_start(os.getpid()))
 
     assert interrupt_runs(storage, "monitor", "app:a", "the monitor died") == [dead.run_id]
     record = load_run(storage, dead.run_id)
@@ -347,11 +349,12 @@ def test_a_run_whose_process_was_killed_reads_as_interrupted_on_its_host(storage
     assert storage.read_json("runs", run_id, "run.json")["status"] == "running"  # reading rewrites nothing
 
 
-def test_only_a_running_record_of_this_host_with_its_pid_gone_reads_as_interrupted():
+def test_only_a_running_record_whose_owner_is_gone_reads_as_interrupted():
     record = {"status": "running", "error": None, "owner": {"host": "a", "pid": 7}}
-    gone, there = (lambda pid: False), (lambda pid: True)
-    assert as_read(record, "a", gone)["status"] == "interrupted"
-    assert as_read(record, "a", there) is record
-    assert as_read(record, "b", gone) is record  # another host's process cannot be checked from here
-    assert as_read({**record, "status": "finished"}, "a", gone)["status"] == "finished"
-    assert as_read({"status": "running"}, "a", gone)["status"] == "running"  # a record from before owners
+    def status(value):
+        return lambda owner: value
+    assert as_read(record, status("gone"))["status"] == "interrupted"
+    assert as_read(record, status("running")) is record
+    assert as_read(record, status("unknown")) is record  # another host's process cannot be checked from here
+    assert as_read({**record, "status": "finished"}, status("gone"))["status"] == "finished"
+    assert as_read({"status": "running"}, status("gone"))["status"] == "running"  # a record from before owners
