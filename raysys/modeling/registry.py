@@ -29,20 +29,19 @@ MODELS = "models"
 NAME_RE = re.compile(r"^(?!registry\.db)[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as dataset names
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
-SCHEMA = """CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL,
+ALIAS_HISTORY_COLUMNS = """(id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL)"""
+SCHEMA = f"""CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL,
     created_at TEXT NOT NULL, metrics TEXT NOT NULL, lineage TEXT NOT NULL, params TEXT NOT NULL,
     run_id TEXT, description TEXT NOT NULL, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS model_files (name TEXT NOT NULL, version INTEGER NOT NULL,
     file TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (name, version, file));
 CREATE TABLE IF NOT EXISTS aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
     version INTEGER NOT NULL, PRIMARY KEY (name, alias));
-CREATE TABLE IF NOT EXISTS alias_history (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER,
-    actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alias_history {ALIAS_HISTORY_COLUMNS};
 """
-NULLABLE_TO_VERSION = """CREATE TABLE alias_history_new (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER, to_version INTEGER,
-    actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
+NULLABLE_TO_VERSION = f"""CREATE TABLE alias_history_new {ALIAS_HISTORY_COLUMNS};
 INSERT INTO alias_history_new SELECT * FROM alias_history;
 DROP TABLE alias_history;
 ALTER TABLE alias_history_new RENAME TO alias_history;
